@@ -1,0 +1,45 @@
+"""aiohttp_spry: Spry-style routes and route-level WebSocket upgrades for aiohttp.
+
+from aiohttp import web
+from aiohttp_spry import Event, Response, Spry
+
+app = web.Application()
+spry = Spry(app)
+
+@spry.route("/hello/{name}")
+def hello(event: Event) -> dict[str, str]:
+    return {"hello": event.params["name"]}
+"""
+
+from .errors import HTTPError
+from .event import Event
+from .extension import SESSIONS_KEY, SPRY_KEY, Spry
+from .responses import Response
+from .settings import WebSocketSettings
+from .websocket import (
+    BinaryDataReceived,
+    CloseCode,
+    CloseReceived,
+    TextDataReceived,
+    UpgradeResponse,
+    WebSocket,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SESSIONS_KEY",
+    "SPRY_KEY",
+    "BinaryDataReceived",
+    "CloseCode",
+    "CloseReceived",
+    "Event",
+    "HTTPError",
+    "Response",
+    "Spry",
+    "TextDataReceived",
+    "UpgradeResponse",
+    "WebSocket",
+    "WebSocketSettings",
+    "__version__",
+]

@@ -1,0 +1,479 @@
+"""WebSockets the Spry way: ``event.ws`` (the handshake side) and ``WebSocket`` (the session).
+
+A route accepts a WebSocket by *returning* ``event.ws.upgrade(session)``; the
+route wrapper then completes the handshake on aiohttp's
+:class:`~aiohttp.web.WebSocketResponse` and runs ``session(ws)`` with a
+:class:`WebSocket`. Messages arrive as frozen attrs classes from ``ws.events``:
+
+    async def session(ws: WebSocket) -> None:
+        async for message in ws.events:
+            match message:
+                case TextDataReceived(text=text):
+                    await ws.send_text(f"Echo: {text}")
+                case BinaryDataReceived(data=data):
+                    await ws.send_bytes(data)
+                case CloseReceived(code=code, reason=reason):
+                    print("peer closed", code, reason)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http import HttpVersion11
+
+from .errors import HTTPError
+from .settings import UNSET, WebSocketSettings, _Unset
+
+if TYPE_CHECKING:
+    from .event import Event
+
+logger = logging.getLogger("aiohttp_spry")
+
+#: Close codes by name (aiohttp's enum): ``CloseCode.GOING_AWAY`` is 1001.
+CloseCode = WSCloseCode
+
+#: What a route passes to ``event.ws.upgrade()``: runs for the life of the session.
+SessionHandler = Callable[["WebSocket"], Awaitable[None]]
+
+# RFC 6455 §7.4: codes an endpoint may put in a close frame it sends.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+# A close frame without a status code is reported as 1005 (RFC 6455 §7.1.5).
+_NO_STATUS_RECEIVED = 1005
+_MAX_REASON_BYTES = 123
+# Characters RFC 7230 forbids in a token, so in a subprotocol name.
+_NOT_IN_TOKEN = frozenset(' \t"(),/:;<=>?@[\\]{}')
+
+
+@attrs.frozen
+class TextDataReceived:
+    """A text message from the peer (fragments already joined, UTF-8 checked)."""
+
+    text: str
+
+
+@attrs.frozen
+class BinaryDataReceived:
+    """A binary message from the peer."""
+
+    data: bytes
+
+
+@attrs.frozen
+class CloseReceived:
+    """The peer closed the connection; iteration ends after this.
+
+    ``code`` is 1005 when the peer's close frame carried no status code.
+    The server has already answered with the same code.
+    """
+
+    code: int
+    reason: str = ""
+
+
+WebSocketMessage = TextDataReceived | BinaryDataReceived | CloseReceived
+
+
+def describe_request(request: web.BaseRequest) -> str:
+    """``GET /chat peer=127.0.0.1``: the facts every log line about a request starts with."""
+    return f"{request.method} {request.path} peer={request.remote}"
+
+
+def parse_protocols(header_values: Iterable[str]) -> tuple[str, ...]:
+    """Split ``Sec-WebSocket-Protocol`` header values into names, in the client's order."""
+    names = (part.strip() for value in header_values for part in value.split(","))
+    return tuple(name for name in names if name)
+
+
+def _check_protocol_name(name: str) -> str:
+    if not isinstance(name, str) or not name or any(c in _NOT_IN_TOKEN for c in name):
+        raise ValueError(
+            f"invalid WebSocket subprotocol {name!r}: expected a non-empty token "
+            "without spaces, commas or separators, like 'spry-chat-v1'"
+        )
+    return name
+
+
+class EventWebSocket:
+    """``event.ws``: everything about the WebSocket handshake of one request.
+
+    Example:
+        >>> @spry.route("/chat")
+        ... async def chat(event: Event) -> web.StreamResponse:
+        ...     if not event.ws.is_upgrade_request:
+        ...         return Response.json({"mode": "http"})
+        ...     return event.ws.upgrade(session, protocol="spry-chat-v1")
+    """
+
+    __slots__ = ("_event", "_upgrade")
+
+    def __init__(self, event: Event) -> None:
+        self._event = event
+        self._upgrade: UpgradeResponse | None = None
+
+    @property
+    def is_supported(self) -> bool:
+        """Whether this connection can be upgraded: HTTP/1.1 or later, still open."""
+        request = self._event.request
+        return request.version >= HttpVersion11 and request.transport is not None
+
+    @property
+    def is_upgrade_request(self) -> bool:
+        """Whether the client asked for a WebSocket (``Upgrade: websocket`` and
+        ``Connection: upgrade``).
+
+        Only these two headers decide, so a handshake with a missing key or a
+        bad version still counts and gets a 400 from :meth:`upgrade` instead of
+        the route's HTTP fallback.
+        """
+        headers = self._event.request.headers
+        if headers.get("Upgrade", "").strip().lower() != "websocket":
+            return False
+        connection = headers.get("Connection", "").lower()
+        return "upgrade" in (token.strip() for token in connection.split(","))
+
+    @property
+    def requested_protocols(self) -> tuple[str, ...]:
+        """The subprotocols the client offered, in its order of preference."""
+        return parse_protocols(self._event.request.headers.getall("Sec-WebSocket-Protocol", ()))
+
+    def upgrade(
+        self,
+        session: SessionHandler,
+        *,
+        protocol: str | None = None,
+        protocols: Iterable[str] | None = None,
+        heartbeat: float | _Unset | None = UNSET,
+        max_msg_size: int | _Unset = UNSET,
+        compress: bool | _Unset = UNSET,
+        receive_timeout: float | _Unset | None = UNSET,
+        strict_protocols: bool | _Unset = UNSET,
+    ) -> UpgradeResponse:
+        """Accept the WebSocket; the route must return what this returns.
+
+        ``protocol`` (or ``protocols``, in the server's order of preference)
+        names the subprotocols this route speaks. The one used is the first the
+        *client* offered that the route speaks (RFC 6455 §4.2.2): a client that
+        offered none, or none of these, is accepted without a
+        ``Sec-WebSocket-Protocol`` header (and a WARNING names both lists),
+        unless ``strict_protocols`` asks to refuse it with 400. The rest of the
+        keywords override the route's :class:`WebSocketSettings`.
+
+        Checks run in Spry's order, each raising :class:`HTTPError`, which the
+        route answers with unless it catches it: a method other than GET → 405
+        with ``Allow: GET``; a connection that cannot upgrade → 501; no
+        WebSocket handshake → 426 with ``Upgrade: websocket``. A malformed
+        handshake (no key, bad version) gets a 400 once the route returns.
+
+        Raises:
+            HTTPError: 405, 501, 426, or 400 in strict mode, as above.
+            RuntimeError: ``upgrade()`` was already called for this request.
+            ValueError: both ``protocol`` and ``protocols``, a malformed
+                protocol name, or an invalid setting.
+        """
+        if self._upgrade is not None:
+            raise RuntimeError(
+                "event.ws.upgrade() was already called for "
+                f"{describe_request(self._event.request)}; call it once and return its result"
+            )
+        if protocol is not None and protocols is not None:
+            raise ValueError("pass either protocol= or protocols=, not both")
+        if protocol is not None:
+            offered_by_server: tuple[str, ...] = (protocol,)
+        else:
+            offered_by_server = tuple(protocols) if protocols is not None else ()
+        for name in offered_by_server:
+            _check_protocol_name(name)
+
+        event = self._event
+        request = event.request
+        if request.method != "GET":
+            self._refuse(f"method {request.method} cannot upgrade, only GET", offered_by_server)
+            raise HTTPError(
+                405,
+                body=f"WebSocket upgrades need GET, not {request.method}.",
+                headers={"Allow": "GET"},
+            )
+        if not self.is_supported:
+            self._refuse(
+                f"HTTP/{request.version[0]}.{request.version[1]} cannot upgrade", offered_by_server
+            )
+            raise HTTPError(501, body="WebSocket is not supported on this connection.")
+        if not self.is_upgrade_request:
+            self._refuse("not a WebSocket handshake", offered_by_server)
+            raise HTTPError(
+                426,
+                body="Upgrade Required",
+                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+            )
+
+        settings = event.settings.evolve_from(
+            heartbeat=heartbeat,
+            max_msg_size=max_msg_size,
+            compress=compress,
+            receive_timeout=receive_timeout,
+            strict_protocols=strict_protocols,
+        )
+        self._negotiate(offered_by_server, strict=settings.strict_protocols)
+        self._upgrade = UpgradeResponse(session, event, settings, offered_by_server)
+        return self._upgrade
+
+    def _negotiate(self, offered_by_server: tuple[str, ...], *, strict: bool) -> None:
+        """Log (or refuse, when strict) a handshake that will agree on no subprotocol.
+
+        aiohttp makes the actual choice from the same lists; this only decides
+        whether the outcome is worth a warning or a refusal.
+        """
+        offered_by_client = self.requested_protocols
+        if any(name in offered_by_server for name in offered_by_client):
+            return
+        if not offered_by_server and not offered_by_client:
+            return
+        request = self._event.request
+        if strict and offered_by_server:
+            self._refuse("no common subprotocol (strict_protocols)", offered_by_server)
+            raise HTTPError(
+                400,
+                body={
+                    "error": "no common WebSocket subprotocol",
+                    "supported_protocols": list(offered_by_server),
+                    "requested_protocols": list(offered_by_client),
+                },
+            )
+        if offered_by_client:
+            logger.warning(
+                "WebSocket subprotocol mismatch, accepting without one: %s "
+                "client offered %s, server speaks %s",
+                describe_request(request),
+                list(offered_by_client),
+                list(offered_by_server),
+            )
+        else:
+            logger.debug(
+                "WebSocket client offered no subprotocol, accepting without one: %s "
+                "server speaks %s",
+                describe_request(request),
+                list(offered_by_server),
+            )
+
+    def _refuse(self, why: str, offered_by_server: tuple[str, ...]) -> None:
+        logger.warning(
+            "WebSocket handshake refused (%s): %s client offered %s, server speaks %s",
+            why,
+            describe_request(self._event.request),
+            list(self.requested_protocols),
+            list(offered_by_server),
+        )
+
+
+class UpgradeResponse(web.WebSocketResponse):
+    """What ``event.ws.upgrade()`` returns: an aiohttp ``WebSocketResponse`` not yet
+    prepared, carrying the session handler. Return it from the route; the route
+    wrapper completes the handshake and runs the session.
+    """
+
+    def __init__(
+        self,
+        session: SessionHandler,
+        event: Event,
+        settings: WebSocketSettings,
+        protocols: tuple[str, ...],
+    ) -> None:
+        super().__init__(
+            protocols=protocols,
+            heartbeat=settings.heartbeat,
+            max_msg_size=settings.max_msg_size,
+            compress=settings.compress,
+            receive_timeout=settings.receive_timeout,
+            # The session answers a peer's close itself, echoing its code.
+            autoclose=False,
+        )
+        self.session = session
+        self.event = event
+        self.settings = settings
+        self.offered_protocols = protocols
+
+
+class WebSocket:
+    """The session side of an accepted WebSocket, passed to the session handler.
+
+    Example:
+        >>> async def session(ws: WebSocket) -> None:
+        ...     await ws.send_text("connected")
+        ...     async for message in ws.events:
+        ...         if isinstance(message, TextDataReceived):
+        ...             await ws.send_json({"echo": message.text})
+    """
+
+    __slots__ = ("__weakref__", "_events", "_response", "event")
+
+    def __init__(self, response: UpgradeResponse) -> None:
+        self._response = response
+        self.event: Event = response.event
+        self._events = _Events(self)
+
+    @property
+    def protocol(self) -> str | None:
+        """The negotiated subprotocol, or ``None`` when none was agreed."""
+        return self._response.ws_protocol
+
+    @property
+    def closed(self) -> bool:
+        """Whether a close frame has been sent or the connection is gone."""
+        return self._response.closed
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the session is closing or closed, else ``None``."""
+        return self._response.close_code
+
+    @property
+    def events(self) -> _Events:
+        """Messages from the peer: ``async for message in ws.events``.
+
+        Yields :class:`TextDataReceived` and :class:`BinaryDataReceived`; when
+        the peer closes, yields :class:`CloseReceived` and stops. It also stops,
+        without a ``CloseReceived``, when the peer vanishes, breaks the protocol
+        (the server closes with the RFC code, e.g. 1009 for a message over
+        ``max_msg_size``, and logs it), or the server closes the session.
+        """
+        return self._events
+
+    async def send_text(self, text: str) -> None:
+        """Send a text message.
+
+        Raises:
+            ConnectionResetError: the connection is closing or gone.
+        """
+        await self._response.send_str(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message.
+
+        Raises:
+            ConnectionResetError: the connection is closing or gone.
+        """
+        await self._response.send_bytes(data)
+
+    async def send_json(self, data: Any, *, dumps: Callable[[Any], str] = json.dumps) -> None:
+        """Send ``data`` serialized as JSON in a text message.
+
+        Raises:
+            TypeError: ``data`` is not JSON-serializable.
+            ConnectionResetError: the connection is closing or gone.
+        """
+        await self._response.send_str(dumps(data))
+
+    async def close(self, code: int = CloseCode.OK, reason: str = "") -> None:
+        """Start the closing handshake and wait (bounded) for the peer's answer.
+
+        Closing an already closed session does nothing.
+
+        Raises:
+            ValueError: ``code`` may not be sent (RFC 6455 §7.4: use 1000–1003,
+                1007–1014 or 3000–4999) or ``reason`` is over 123 bytes of UTF-8.
+        """
+        if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(
+                f"close code {code} may not be sent; use 1000-1003, 1007-1014 or 3000-4999"
+            )
+        message = reason.encode()
+        if len(message) > _MAX_REASON_BYTES:
+            raise ValueError(
+                f"close reason is {len(message)} bytes of UTF-8; the limit is {_MAX_REASON_BYTES}"
+            )
+        await self._response.close(code=code, message=message)
+
+    def __str__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"WebSocket({describe_request(self.event.request)} protocol={self.protocol} {state})"
+
+    __repr__ = __str__
+
+
+class _Events:
+    """The async iterator behind ``ws.events``; one per session."""
+
+    __slots__ = ("_done", "_ws")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self._done = False
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> WebSocketMessage:
+        if self._done:
+            raise StopAsyncIteration
+        response = self._ws._response
+        try:
+            message = await response.receive()
+        except asyncio.TimeoutError:
+            self._done = True
+            await _close_for_receive_timeout(self._ws)
+            raise StopAsyncIteration from None
+        kind = message.type
+        if kind is WSMsgType.TEXT:
+            return TextDataReceived(message.data)
+        if kind is WSMsgType.BINARY:
+            return BinaryDataReceived(message.data)
+        self._done = True
+        if kind is WSMsgType.CLOSE:
+            return await _answer_peer_close(self._ws, message.data, message.extra)
+        if kind is WSMsgType.ERROR:
+            _log_protocol_error(self._ws, message.data)
+        # CLOSING / CLOSED: the server closed the session, or the peer vanished.
+        raise StopAsyncIteration
+
+
+async def _answer_peer_close(ws: WebSocket, code: int, reason: str | None) -> CloseReceived:
+    """Answer the peer's close frame with the same code, as RFC 6455 §5.5.1 suggests."""
+    received = CloseReceived(code or _NO_STATUS_RECEIVED, reason or "")
+    reply = code if code in _SENDABLE_CODES or 3000 <= code <= 4999 else CloseCode.OK
+    await ws._response.close(code=reply, drain=False)
+    logger.debug("WebSocket peer closed with %s %r: %s", received.code, received.reason, ws)
+    return received
+
+
+async def _close_for_receive_timeout(ws: WebSocket) -> None:
+    timeout = ws._response.settings.receive_timeout
+    logger.info(
+        "WebSocket receive timeout (%ss without a message), closing with 1008: %s", timeout, ws
+    )
+    await ws._response.close(code=CloseCode.POLICY_VIOLATION, message=b"receive timeout")
+
+
+def _log_protocol_error(ws: WebSocket, error: object) -> None:
+    code = ws.close_code
+    try:
+        name = CloseCode(code or 0).name
+    except ValueError:
+        name = "unknown"
+    logger.warning(
+        "WebSocket closed with %s (%s) after a protocol error or lost peer: %s: %s",
+        code,
+        name,
+        ws,
+        error,
+    )
+
+
+__all__ = [
+    "BinaryDataReceived",
+    "CloseCode",
+    "CloseReceived",
+    "EventWebSocket",
+    "SessionHandler",
+    "TextDataReceived",
+    "UpgradeResponse",
+    "WebSocket",
+    "WebSocketMessage",
+    "describe_request",
+]
