@@ -1,0 +1,5 @@
+"""The Spry WebSocket tutorial's echo chat server, on aiohttp_spry.
+
+Run it with ``python -m example_app`` or ``adev runserver example_app --port 4000``;
+talk to it with ``python -m example_app.client``.
+"""
