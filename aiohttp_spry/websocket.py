@@ -451,7 +451,9 @@ async def _close_for_receive_timeout(ws: WebSocket) -> None:
 
 
 def _log_protocol_error(ws: WebSocket, error: object) -> None:
-    code = ws.close_code
+    # aiohttp's WebSocketError carries the code it closed with; ws.close_code may
+    # already say 1006 when the peer did not answer that close cleanly.
+    code = getattr(error, "code", None) or ws.close_code
     try:
         name = CloseCode(code or 0).name
     except ValueError:
