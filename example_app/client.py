@@ -1,8 +1,8 @@
 """``python -m example_app.client [URL]``: the tutorial's ``test_websocket.dart`` in Python.
 
-Connects (offering no subprotocol, like the tutorial's client), prints what it
-receives, sends "Hello Spry!", closes after two seconds, and exits non-zero if
-anything fails.
+Connects offering no subprotocol (like the tutorial's client), waits for the
+welcome, sends "Hello Spry!", waits for the echo, closes, and prints each step
+as the tutorial's successful run did. Exits 1 if any step fails.
 """
 
 from __future__ import annotations
@@ -13,31 +13,37 @@ import sys
 import aiohttp
 
 DEFAULT_URL = "ws://127.0.0.1:4000/chat"
+GREETING = "Hello Spry!"
 
 
-async def run(url: str, *, linger: float = 2.0) -> int:
+async def _receive_text(ws: aiohttp.ClientWebSocketResponse[bool], timeout: float) -> str:
+    message = await ws.receive(timeout=timeout)
+    if message.type is not aiohttp.WSMsgType.TEXT:
+        raise ConnectionError(f"expected a text message, got {message.type.name} {message.data!r}")
+    text: str = message.data
+    print(f"📨 Received: {text}", flush=True)
+    return text
+
+
+async def run(url: str, *, timeout: float = 5.0) -> int:
+    """Talk to the echo server at ``url``; return the process exit code."""
     print("Testing Spry WebSocket endpoint...", flush=True)
     try:
-        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout)) as ws,
+        ):
             print("✅ Connected to WebSocket server", flush=True)
-
-            async def listen() -> None:
-                async for message in ws:
-                    if message.type is aiohttp.WSMsgType.TEXT:
-                        print(f"📨 Received: {message.data}", flush=True)
-
-            listener = asyncio.create_task(listen())
-            await ws.send_str("Hello Spry!")
-            print("📤 Sent: Hello Spry!", flush=True)
-            await asyncio.sleep(linger)
+            await _receive_text(ws, timeout)
+            await ws.send_str(GREETING)
+            print(f"📤 Sent: {GREETING}", flush=True)
+            echo = await _receive_text(ws, timeout)
+            if echo != f"Echo: {GREETING}":
+                raise ConnectionError(f"expected 'Echo: {GREETING}', got {echo!r}")
             await ws.close()
-            await listener
             print("🔄 Connection closed gracefully", flush=True)
-            if ws.close_code != 1000:
-                print(f"❌ Unexpected close code: {ws.close_code}", flush=True)
-                return 1
-    except (aiohttp.ClientError, OSError) as exc:
-        print(f"❌ Failed to connect: {exc}", flush=True)
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        print(f"❌ Failed to connect: {type(exc).__name__}: {exc}", flush=True)
         return 1
     return 0
 
