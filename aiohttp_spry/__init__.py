@@ -13,8 +13,11 @@ def hello(event: Event) -> dict[str, str]:
 
 from .errors import HTTPError
 from .event import Event
-from .extension import SESSIONS_KEY, SPRY_KEY, Spry
+from .extension import SPRY_KEY, Spry
+from .file_routes import RouteConflictError
+from .pipeline import ErrorHandler, Middleware, Next, NotFoundError
 from .responses import Response
+from .sessions import SESSIONS_KEY
 from .settings import WebSocketSettings
 from .websocket import (
     BinaryDataReceived,
@@ -33,9 +36,14 @@ __all__ = [
     "BinaryDataReceived",
     "CloseCode",
     "CloseReceived",
+    "ErrorHandler",
     "Event",
     "HTTPError",
+    "Middleware",
+    "Next",
+    "NotFoundError",
     "Response",
+    "RouteConflictError",
     "Spry",
     "TextDataReceived",
     "UpgradeResponse",

@@ -2,44 +2,42 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import logging
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import attrs
 from aiohttp import web
 
-from .errors import HTTPError, internal_error_response
 from .event import Event
+from .file_routes import scan
+from .pipeline import (
+    ErrorHandler,
+    Middleware,
+    NotFoundError,
+    Scope,
+    Scoped,
+    check_error_handler,
+    check_middleware,
+    handle_error,
+    run_chain,
+)
 from .responses import to_response
+from .sessions import SESSIONS_KEY, SessionRegistry, close_all, run_session
 from .settings import UNSET, WebSocketSettings, _Unset
-from .websocket import CloseCode, UpgradeResponse, WebSocket, describe_request
-
-logger = logging.getLogger("aiohttp_spry")
+from .websocket import UpgradeResponse, WebSocket
 
 #: A Spry route handler: sync or async, takes the :class:`Event`.
 Handler = Callable[[Event], Any]
 H = TypeVar("H", bound=Handler)
+M = TypeVar("M", bound=Middleware)
+E = TypeVar("E", bound=ErrorHandler)
+Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
 )
-
-
-class SessionRegistry:
-    """The open WebSocket sessions of one application."""
-
-    __slots__ = ("closing", "sessions")
-
-    def __init__(self) -> None:
-        self.sessions: set[WebSocket] = set()
-        self.closing = False
-
-
-#: The application's live WebSocket sessions.
-SESSIONS_KEY: Final = web.AppKey("aiohttp_spry.sessions", SessionRegistry)
 
 
 @attrs.frozen
@@ -51,6 +49,8 @@ class Route:
     methods: tuple[str, ...]
     name: str | None
     settings: WebSocketSettings
+    middleware: tuple[Middleware, ...] = ()
+    on_error: ErrorHandler | None = None
 
 
 class Spry:
@@ -76,6 +76,7 @@ class Spry:
 
     Args:
         app: the application to initialise now, if any.
+        routes: a routes folder to load now (see :meth:`load_routes`).
         debug: put tracebacks in 500 responses (never in production).
         shutdown_timeout: seconds that ``on_shutdown`` waits for open sessions
             to finish their 1001 close handshake before dropping them.
@@ -87,6 +88,7 @@ class Spry:
         self,
         app: web.Application | None = None,
         *,
+        routes: str | Path | None = None,
         debug: bool = False,
         shutdown_timeout: float = 3.0,
         heartbeat: float | None = None,
@@ -108,6 +110,13 @@ class Spry:
         )
         self._routes: list[Route] = []
         self._apps: list[web.Application] = []
+        self._middleware: list[Scoped] = []
+        self._error_handlers: list[Scoped] = []
+        # Bumped on every middleware or error handler registration; routes
+        # recompute their chains when it moved.
+        self._generation = 0
+        if routes is not None:
+            self.load_routes(routes)
         if app is not None:
             self.init_app(app)
 
@@ -127,6 +136,8 @@ class Spry:
         self._apps.append(app)
         for route in self._routes:
             self._register(app, route)
+        if self._error_handlers:
+            app.middlewares.append(self._not_found_middleware)
 
     def route(
         self,
@@ -134,6 +145,8 @@ class Spry:
         *,
         methods: Iterable[str] = ("GET",),
         name: str | None = None,
+        middleware: Iterable[Middleware] = (),
+        on_error: ErrorHandler | None = None,
         heartbeat: float | _Unset | None = UNSET,
         max_msg_size: int | _Unset = UNSET,
         compress: bool | _Unset = UNSET,
@@ -146,11 +159,13 @@ class Spry:
         :class:`Event` and returns an aiohttp response, ``dict``/``list``
         (JSON), ``str`` (text), ``bytes``, ``None`` (204), or the result of
         ``event.ws.upgrade()``. Only the listed methods reach it (aiohttp
-        answers others with 405); ``"*"`` means any. WebSocket keywords override
-        the extension defaults for this route.
+        answers others with 405); ``"*"`` means any. ``middleware`` and
+        ``on_error`` apply to this route alone, innermost (Spry's
+        ``defineHandler``). WebSocket keywords override the extension defaults.
 
         Raises:
             ValueError: an unknown method or an invalid setting.
+            TypeError: a middleware that is not an async function.
         """
         checked = tuple(dict.fromkeys(method.upper() for method in methods))
         unknown = [method for method in checked if method not in _KNOWN_METHODS]
@@ -166,9 +181,12 @@ class Spry:
             receive_timeout=receive_timeout,
             strict_protocols=strict_protocols,
         )
+        chain = tuple(check_middleware(mw) for mw in middleware)
+        if on_error is not None:
+            check_error_handler(on_error)
 
         def decorator(handler: H) -> H:
-            route = Route(path, handler, checked, name, settings)
+            route = Route(path, handler, checked, name, settings, chain, on_error)
             self._routes.append(route)
             for app in self._apps:
                 self._register(app, route)
@@ -176,10 +194,105 @@ class Spry:
 
         return decorator
 
+    def use(self, middleware: M, *, path: str | None = None) -> M:
+        """Add a middleware for every route, or for the routes under ``path``.
+
+        ``async def middleware(event, next)`` runs before the route handler; it
+        may act after ``response = await next()``, return early without calling
+        ``next``, or raise :class:`HTTPError`. Middlewares run outer to inner in
+        registration order. They see an upgrade a route returns before its
+        session starts, and never run per WebSocket message.
+
+        Example:
+            >>> async def auth(event: Event, next: Next) -> web.StreamResponse:
+            ...     if event.headers.get("Authorization") != "Bearer secret":
+            ...         raise HTTPError(401)
+            ...     return await next()
+            >>> spry.use(auth, path="/admin")
+
+        Raises:
+            TypeError: ``middleware`` is not an async function.
+            ValueError: ``path`` does not start with ``/``.
+        """
+        self._middleware.append(Scoped(Scope.of(path), check_middleware(middleware), self._tick()))
+        return middleware
+
+    def middleware(self, middleware: M) -> M:
+        """Decorator form of :meth:`use` for a middleware that applies to every route."""
+        return self.use(middleware)
+
+    def on_error(self, handler: E, *, path: str | None = None) -> E:
+        """Add an error handler for every route, or for the routes under ``path``.
+
+        ``on_error(error, event)`` (sync or async) gets what a handler or
+        middleware raised, and returns a response (or any handler return
+        value) to answer with. Handlers are tried innermost first (a route's
+        own, then deeper paths, then extension-wide); one that returns
+        ``None`` or raises passes the error (or its new one) outward. An
+        unhandled :class:`HTTPError` becomes its response; anything else is
+        logged and answered with 500. Unknown paths under ``path`` reach the
+        handler as :class:`NotFoundError`. aiohttp's ``web.HTTPException``s
+        and WebSocket session errors never reach error handlers.
+
+        Example:
+            >>> def friendly_426(error: Exception, event: Event) -> dict[str, str] | None:
+            ...     if isinstance(error, HTTPError) and error.status == 426:
+            ...         return {"message": "connect with a WebSocket client"}
+            ...     return None
+            >>> spry.on_error(friendly_426, path="/private")
+
+        Raises:
+            TypeError: ``handler`` is not callable.
+            ValueError: ``path`` does not start with ``/``.
+        """
+        self._error_handlers.append(
+            Scoped(Scope.of(path), check_error_handler(handler), self._tick())
+        )
+        for app in self._apps:
+            if self._not_found_middleware not in app.middlewares:
+                app.middlewares.append(self._not_found_middleware)
+        return handler
+
+    def error_handler(self, handler: E) -> E:
+        """Decorator form of :meth:`on_error` for a handler that applies to every route."""
+        return self.on_error(handler)
+
+    def load_routes(self, directory: str | Path) -> None:
+        """Declare the routes of a Spry-style ``routes/`` folder (:mod:`~aiohttp_spry.file_routes`).
+
+        ``index.py`` → ``/``, ``chat.get.py`` → ``GET /chat``, ``users/[id].py``
+        → ``/users/{id}``, ``[...slug].py`` → a catch-all, ``[id([0-9]+)].py`` →
+        a regex parameter; ``_middleware.py`` (``middleware``) and ``_error.py``
+        (``on_error``) apply to their folder and below.
+
+        Raises:
+            FileNotFoundError: ``directory`` does not exist.
+            RouteConflictError: two files claim one route, or a file is malformed
+                (the message names the files).
+        """
+        found = scan(directory)
+        for hook in found.middleware:
+            for middleware in hook.functions:
+                self.use(middleware, path=hook.scope)
+        for hook in found.error_handlers:
+            for handler in hook.functions:
+                self.on_error(handler, path=hook.scope)
+        for route in found.routes:
+            self.route(
+                route.path,
+                methods=route.methods,
+                middleware=route.middleware,
+                on_error=route.on_error,
+            )(route.handler)
+
     @staticmethod
     def sessions(app: web.Application) -> tuple[WebSocket, ...]:
         """The WebSocket sessions open on ``app`` right now."""
         return tuple(app[SESSIONS_KEY].sessions)
+
+    def _tick(self) -> int:
+        self._generation += 1
+        return self._generation
 
     def _register(self, app: web.Application, route: Route) -> None:
         endpoint = self._endpoint(route)
@@ -188,123 +301,75 @@ class Spry:
             name = route.name if method == route.methods[0] else None
             app.router.add_route(method, route.path, endpoint, name=name)
 
-    def _endpoint(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _compile(self, route: Route) -> tuple[tuple[Middleware, ...], tuple[ErrorHandler, ...]]:
+        """The middleware chain (outer first) and error handlers (innermost first) of a route."""
+        chain = [s.function for s in self._middleware if s.scope.covers_route(route.path)]
+        scoped = [s for s in self._error_handlers if s.scope.covers_route(route.path)]
+        scoped.sort(key=lambda s: (-s.scope.depth, -s.order))
+        handlers = [s.function for s in scoped]
+        if route.on_error is not None:
+            handlers.insert(0, route.on_error)
+        return (*chain, *route.middleware), tuple(handlers)
+
+    def _endpoint(self, route: Route) -> Endpoint:
         handler = route.handler
         settings = route.settings
         is_async = inspect.iscoroutinefunction(handler)
+        generation = -1
+        chain: tuple[Middleware, ...] = ()
+        error_handlers: tuple[ErrorHandler, ...] = ()
+
+        async def call_handler(event: Event) -> web.StreamResponse:
+            result = await handler(event) if is_async else handler(event)
+            if not is_async and inspect.isawaitable(result):
+                result = await result
+            return to_response(result)
 
         async def endpoint(request: web.Request) -> web.StreamResponse:
+            nonlocal generation, chain, error_handlers
+            if generation != self._generation:
+                chain, error_handlers = self._compile(route)
+                generation = self._generation
             event = Event(request, settings)
             try:
-                result = await handler(event) if is_async else handler(event)
-                if not is_async and inspect.isawaitable(result):
-                    result = await result
-                if isinstance(result, UpgradeResponse):
-                    return await self._accept(result, event)
-                return to_response(result)
-            except HTTPError as error:
-                return error.to_response()
+                if chain:
+                    response = await run_chain(chain, event, lambda: call_handler(event))
+                else:
+                    response = await call_handler(event)
+                if isinstance(response, UpgradeResponse):
+                    return await run_session(response, event)
+                return response
             except web.HTTPException:
                 raise
-            except Exception as exc:
-                logger.error(
-                    "Unhandled exception in route handler %s: %s %s",
-                    getattr(handler, "__qualname__", handler),
-                    describe_request(request),
-                    exc,
-                    exc_info=exc,
-                )
-                return internal_error_response(exc, debug=self.debug)
+            except Exception as error:
+                return await handle_error(error, event, error_handlers, debug=self.debug)
 
         endpoint.__name__ = getattr(handler, "__name__", "endpoint")
         endpoint.__qualname__ = getattr(handler, "__qualname__", endpoint.__name__)
         return endpoint
 
-    async def _accept(self, response: UpgradeResponse, event: Event) -> web.StreamResponse:
-        """Finish the handshake and run the session; never lets a session error escape."""
-        request = event.request
-        if response.event is not event:
-            raise RuntimeError(
-                f"{describe_request(request)}: the route returned an upgrade made for "
-                "another request; return event.ws.upgrade() of this event"
-            )
-        registry = request.app[SESSIONS_KEY]
-        if registry.closing:
-            logger.warning(
-                "WebSocket handshake refused (shutting down): %s", describe_request(request)
-            )
-            raise HTTPError(503, body="Server is shutting down.")
-        try:
-            await response.prepare(request)
-        except web.HTTPException as refused:
-            # aiohttp's own handshake checks: missing or bad key, bad version.
-            logger.warning(
-                "WebSocket handshake refused (%s): %s client offered %s, server speaks %s",
-                refused.text,
-                describe_request(request),
-                list(event.ws.requested_protocols),
-                list(response.offered_protocols),
-            )
-            raise HTTPError(refused.status, body=refused.text) from None
+    @web.middleware
+    async def _not_found_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Offer a 404 under a scope with error handlers to those handlers.
 
-        ws = WebSocket(response)
-        registry.sessions.add(ws)
-        logger.debug("WebSocket session opened: %s", ws)
-        try:
-            await response.session(ws)
-        except asyncio.CancelledError:
-            registry.sessions.discard(ws)
-            raise
-        except Exception as exc:
-            await self._fail_session(ws, exc)
-        else:
-            if not ws.closed:
-                await response.close(code=CloseCode.OK)
-        registry.sessions.discard(ws)
-        logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
-        return response
-
-    async def _fail_session(self, ws: WebSocket, exc: Exception) -> None:
-        if ws.closed and isinstance(exc, ConnectionResetError):
-            # The peer left or the server closed the session while the handler
-            # was still sending: an ordinary end, not a server error.
-            logger.debug("WebSocket send after close in session: %s: %s", ws, exc)
-            return
-        logger.error(
-            "Unhandled exception in WebSocket session, closing with 1011: %s", ws, exc_info=exc
-        )
-        if not ws.closed:
-            await ws._response.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")
+        Installed only once this extension has error handlers, so applications
+        without any pay nothing for it.
+        """
+        missing = request.match_info.http_exception
+        if missing is None or missing.status != 404:
+            return await handler(request)
+        scoped = [s for s in self._error_handlers if s.scope.covers_request(request.path)]
+        if not scoped:
+            return await handler(request)
+        scoped.sort(key=lambda s: (-s.scope.depth, -s.order))
+        error = NotFoundError(request.method, request.path)
+        event = Event(request, self.settings)
+        return await handle_error(error, event, [s.function for s in scoped], debug=self.debug)
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        """Close every open session with 1001, waiting at most ``shutdown_timeout``.
-
-        aiohttp closes no WebSocket on its own, and under ``adev runserver``
-        handlers get only 0.1 s after this signal, so the close handshake
-        has to happen here.
-        """
-        registry = app[SESSIONS_KEY]
-        registry.closing = True
-        sessions = [ws for ws in registry.sessions if not ws.closed]
-        if not sessions:
-            return
-        logger.info("Closing %d WebSocket session(s) with 1001 for shutdown", len(sessions))
-        closes = [
-            asyncio.ensure_future(
-                ws._response.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
-            )
-            for ws in sessions
-        ]
-        _, pending = await asyncio.wait(closes, timeout=self.shutdown_timeout)
-        if pending:
-            logger.warning(
-                "%d WebSocket session(s) did not finish closing within %ss; dropping them",
-                len(pending),
-                self.shutdown_timeout,
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending)
+        await close_all(app[SESSIONS_KEY], self.shutdown_timeout)
 
 
 #: The :class:`Spry` an application was initialised with.

@@ -1,0 +1,183 @@
+"""Spry's request pipeline: middleware chains, scoped error handlers, and their scopes.
+
+The handshake is an ordinary request, so middleware and error handlers see it
+(and the upgrade a route returns, before its session starts). The session is
+not: nothing here runs per WebSocket message, and a session's exceptions never
+reach an error handler.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from aiohttp import web
+
+from .errors import HTTPError, internal_error_response
+from .responses import to_response
+from .websocket import describe_request
+
+if TYPE_CHECKING:
+    from .event import Event
+
+logger = logging.getLogger("aiohttp_spry")
+
+#: ``await next()`` runs the rest of the chain and returns its response.
+Next = Callable[[], Awaitable[web.StreamResponse]]
+#: ``async def middleware(event, next)``: act before and after ``await next()``,
+#: or return (or raise) without calling it.
+Middleware = Callable[["Event", Next], Awaitable[Any]]
+#: ``def on_error(error, event)`` (sync or async): return a response to handle
+#: the error; return ``None`` or raise to pass an error outward.
+ErrorHandler = Callable[[Exception, "Event"], Any]
+
+_PARAM = re.compile(r"^\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<regex>.*))?\}$")
+
+
+class NotFoundError(HTTPError):
+    """No route matched a request whose path lies under a scope with error handlers.
+
+    Error handlers receive it like any other error, so a scope can shape its own
+    404s. ``method`` and ``path`` say what was asked for.
+    """
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(404, body="404: Not Found")
+        self.method = method
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"HTTP 404 Not Found: no route for {self.method} {self.path}"
+
+
+@attrs.frozen
+class Scope:
+    """A path prefix in aiohttp's syntax (``/admin``, ``/users/{id}``); ``/`` covers all."""
+
+    path: str
+    segments: tuple[str, ...] = attrs.field(init=False)
+
+    @segments.default
+    def _split(self) -> tuple[str, ...]:
+        return tuple(segment for segment in self.path.split("/") if segment)
+
+    @classmethod
+    def of(cls, path: str | None) -> Scope:
+        """The scope for ``path`` (``None`` = the whole extension).
+
+        Raises:
+            ValueError: ``path`` does not start with ``/``.
+        """
+        if path is None:
+            return cls("/")
+        if not path.startswith("/"):
+            raise ValueError(f"a scope path must start with '/', got {path!r}")
+        return cls(path)
+
+    @property
+    def depth(self) -> int:
+        return len(self.segments)
+
+    def covers_route(self, route_path: str) -> bool:
+        """Whether a route declared at ``route_path`` lies in this scope."""
+        route_segments = tuple(segment for segment in route_path.split("/") if segment)
+        return route_segments[: self.depth] == self.segments
+
+    def covers_request(self, request_path: str) -> bool:
+        """Whether a concrete request path lies in this scope (parameters match a segment)."""
+        parts = [part for part in request_path.split("/") if part]
+        if len(parts) < self.depth:
+            return False
+        for segment, part in zip(self.segments, parts, strict=False):
+            param = _PARAM.match(segment)
+            if param is None:
+                if segment != part:
+                    return False
+            elif param["regex"] is not None and not re.fullmatch(param["regex"], part):
+                return False
+        return True
+
+
+@attrs.frozen
+class Scoped:
+    """A middleware or error handler registered for a scope, in registration order."""
+
+    scope: Scope
+    function: Callable[..., Any]
+    order: int
+
+
+async def run_chain(
+    chain: Sequence[Middleware], event: Event, innermost: Next, index: int = 0
+) -> web.StreamResponse:
+    """Run ``chain[index:]`` around ``innermost``; every step's result becomes a response."""
+    if index == len(chain):
+        return await innermost()
+
+    def next_step() -> Awaitable[web.StreamResponse]:
+        return run_chain(chain, event, innermost, index + 1)
+
+    return to_response(await chain[index](event, next_step))
+
+
+async def handle_error(
+    error: Exception, event: Event, handlers: Sequence[ErrorHandler], *, debug: bool
+) -> web.StreamResponse:
+    """Offer ``error`` to ``handlers`` (innermost first) and answer with the first response.
+
+    A handler that raises passes its new error outward. When none answers, an
+    :class:`HTTPError` becomes its response, an aiohttp ``HTTPException`` is
+    re-raised for aiohttp, and anything else is logged and answered with 500.
+    """
+    for handler in handlers:
+        try:
+            result = handler(error, event)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is None:
+                continue
+            response = to_response(result)
+        except web.HTTPException:
+            raise
+        except Exception as raised:
+            error = raised
+            continue
+        logger.debug("%s handled by %s: %s", type(error).__name__, handler, error)
+        return response
+    if isinstance(error, HTTPError):
+        return error.to_response()
+    logger.error(
+        "Unhandled exception in route handler: %s: %s",
+        describe_request(event.request),
+        error,
+        exc_info=error,
+    )
+    return internal_error_response(error, debug=debug)
+
+
+def check_middleware(middleware: Middleware) -> Middleware:
+    """Refuse, at registration, a middleware that cannot be awaited.
+
+    Raises:
+        TypeError: ``middleware`` is not an ``async def`` taking ``(event, next)``.
+    """
+    if not inspect.iscoroutinefunction(middleware) and not inspect.iscoroutinefunction(
+        getattr(middleware, "__call__", None)  # noqa: B004 - async callable objects
+    ):
+        raise TypeError(f"middleware {middleware!r} must be an async function taking (event, next)")
+    return middleware
+
+
+def check_error_handler(handler: ErrorHandler) -> ErrorHandler:
+    """Refuse, at registration, an error handler that is not callable.
+
+    Raises:
+        TypeError: ``handler`` is not callable.
+    """
+    if not callable(handler):
+        raise TypeError(f"error handler {handler!r} must be callable as on_error(error, event)")
+    return handler

@@ -1,0 +1,124 @@
+"""Running WebSocket sessions: the handshake's last step, the session's life, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import web
+
+from .errors import HTTPError
+from .websocket import CloseCode, UpgradeResponse, WebSocket, describe_request
+
+if TYPE_CHECKING:
+    from .event import Event
+
+logger = logging.getLogger("aiohttp_spry")
+
+
+class SessionRegistry:
+    """The open WebSocket sessions of one application."""
+
+    __slots__ = ("closing", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions: set[WebSocket] = set()
+        self.closing = False
+
+
+#: The application's live WebSocket sessions.
+SESSIONS_KEY: Final = web.AppKey("aiohttp_spry.sessions", SessionRegistry)
+
+
+async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResponse:
+    """Finish the handshake and run the session to its end.
+
+    Raises:
+        HTTPError: before the handshake completes only (503 while shutting
+            down, aiohttp's 400 for a malformed handshake), so route error
+            handlers can still shape it. Nothing raised by the session escapes.
+        RuntimeError: the upgrade was made for another request.
+    """
+    request = event.request
+    if response.event is not event:
+        raise RuntimeError(
+            f"{describe_request(request)}: the route returned an upgrade made for "
+            "another request; return event.ws.upgrade() of this event"
+        )
+    registry = request.app[SESSIONS_KEY]
+    if registry.closing:
+        logger.warning("WebSocket handshake refused (shutting down): %s", describe_request(request))
+        raise HTTPError(503, body="Server is shutting down.")
+    try:
+        await response.prepare(request)
+    except web.HTTPException as refused:
+        # aiohttp's own handshake checks: missing or bad key, bad version.
+        logger.warning(
+            "WebSocket handshake refused (%s): %s client offered %s, server speaks %s",
+            refused.text,
+            describe_request(request),
+            list(event.ws.requested_protocols),
+            list(response.offered_protocols),
+        )
+        raise HTTPError(refused.status, body=refused.text) from None
+
+    ws = WebSocket(response)
+    registry.sessions.add(ws)
+    logger.debug("WebSocket session opened: %s", ws)
+    try:
+        await response.session(ws)
+    except asyncio.CancelledError:
+        registry.sessions.discard(ws)
+        raise
+    except Exception as exc:
+        await _fail(ws, response, exc)
+    else:
+        if not ws.closed:
+            await response.close(code=CloseCode.OK)
+    registry.sessions.discard(ws)
+    logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
+    return response
+
+
+async def _fail(ws: WebSocket, response: UpgradeResponse, exc: Exception) -> None:
+    if ws.closed and isinstance(exc, ConnectionResetError):
+        # The peer left or the server closed the session while the handler
+        # was still sending: an ordinary end, not a server error.
+        logger.debug("WebSocket send after close in session: %s: %s", ws, exc)
+        return
+    logger.error(
+        "Unhandled exception in WebSocket session, closing with 1011: %s", ws, exc_info=exc
+    )
+    if not ws.closed:
+        await response.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")
+
+
+async def close_all(registry: SessionRegistry, timeout: float) -> None:
+    """Refuse new sessions and close every open one with 1001, waiting at most ``timeout``.
+
+    aiohttp closes no WebSocket on its own, and under ``adev runserver``
+    handlers get only 0.1 s after ``on_shutdown``, so the close handshake has to
+    happen here. Sessions still closing after ``timeout`` are dropped.
+    """
+    registry.closing = True
+    sessions = [ws for ws in registry.sessions if not ws.closed]
+    if not sessions:
+        return
+    logger.info("Closing %d WebSocket session(s) with 1001 for shutdown", len(sessions))
+    closes = [
+        asyncio.ensure_future(
+            ws._response.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
+        )
+        for ws in sessions
+    ]
+    _, pending = await asyncio.wait(closes, timeout=timeout)
+    if pending:
+        logger.warning(
+            "%d WebSocket session(s) did not finish closing within %ss; dropping them",
+            len(pending),
+            timeout,
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
