@@ -206,7 +206,10 @@ class EventWebSocket:
             )
             raise HTTPError(501, body="WebSocket is not supported on this connection.")
         if not self.is_upgrade_request:
-            self._refuse("not a WebSocket handshake", offered_by_server)
+            # Not a handshake attempt at all (often a browser or curl): INFO, not WARNING.
+            logger.info(
+                "WebSocket upgrade refused, not a handshake (426): %s", describe_request(request)
+            )
             raise HTTPError(
                 426,
                 body="Upgrade Required",
