@@ -1,72 +1,37 @@
-"""The tutorial's ``routes/chat.get.dart``, ported: one route, HTTP fallback and WebSocket.
+"""Application factories for the example.
 
-``create_app()`` is the factory both ``python -m example_app`` and
-``adev runserver example_app`` use.
+``create_app()`` (the default, used by ``python -m example_app`` and
+``adev runserver example_app``) declares ``/chat`` with a decorator.
+``create_file_routes_app()`` serves the same app from the ``routes/`` folder
+(``python -m example_app --file-routes``,
+``adev runserver example_app --app-factory create_file_routes_app``).
 """
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 from aiohttp import web
 
-from aiohttp_spry import (
-    BinaryDataReceived,
-    CloseReceived,
-    Event,
-    Response,
-    Spry,
-    TextDataReceived,
-    WebSocket,
-)
+from aiohttp_spry import Spry
 
-log = logging.getLogger("example_app")
+from .chat import chat
 
-WELCOME = "Connected to Spry WebSocket server! Send a message and I will echo it back."
-PROTOCOL = "spry-chat-v1"
+ROUTES = Path(__file__).resolve().parent / "routes"
 
 spry = Spry()
-
-
-@spry.route("/chat")
-async def chat(event: Event) -> web.StreamResponse:
-    """``GET /chat``: JSON for plain HTTP clients, the echo chat for WebSocket clients."""
-    log.info("WebSocket route called: %s %s peer=%s", event.method, event.pathname, event.peer)
-    log.info("WebSocket supported: %s", event.ws.is_supported)
-    log.info("WebSocket upgrade request: %s", event.ws.is_upgrade_request)
-    if not event.ws.is_supported or not event.ws.is_upgrade_request:
-        log.info("Returning HTTP fallback")
-        return Response.json(
-            {
-                "message": "This endpoint supports WebSocket connections",
-                "hint": f"Use a WebSocket client to connect to ws://{event.request.host}/chat",
-                "supported": event.ws.is_supported,
-                "upgradeRequest": event.ws.is_upgrade_request,
-            }
-        )
-
-    async def session(ws: WebSocket) -> None:
-        log.info("WebSocket connection established (protocol=%s)", ws.protocol)
-        await ws.send_text(WELCOME)
-        async for message in ws.events:
-            match message:
-                case TextDataReceived(text=text):
-                    log.info("Received text: %s", text)
-                    await ws.send_text(f"Echo: {text}")
-                case BinaryDataReceived():
-                    log.info("Received binary data")
-                    await ws.send_text("[Binary data received, not echoed]")
-                case CloseReceived(code=code):
-                    log.info("Connection closed (code=%s)", code)
-
-    # Offering a subprotocol is safe here: aiohttp_spry selects it only when the
-    # client offered it too, and accepts clients that offered none.
-    log.info("Attempting WebSocket upgrade")
-    return event.ws.upgrade(session, protocol=PROTOCOL)
+spry.route("/chat")(chat)
 
 
 def create_app() -> web.Application:
-    """Build the example application."""
+    """The tutorial's echo chat, declared with ``@spry.route``."""
     app = web.Application()
     spry.init_app(app)
+    return app
+
+
+def create_file_routes_app() -> web.Application:
+    """The same echo chat from ``routes/``, plus the token-guarded ``/private/chat``."""
+    app = web.Application()
+    Spry(app, routes=ROUTES)
     return app

@@ -34,14 +34,26 @@ def free_port_pair() -> int:
     raise RuntimeError("no free pair of ports found")
 
 
-@pytest.fixture
-def adev_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+@pytest.fixture(
+    params=[[], ["--app-factory", "create_file_routes_app"]], ids=["default", "file-routes"]
+)
+def adev_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     port = free_port_pair()
     log = tmp_path / "adev.log"
     adev = Path(sys.executable).parent / "adev"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(adev), "runserver", "example_app", "--port", str(port), "--no-livereload"],
+            [
+                str(adev),
+                "runserver",
+                "example_app",
+                "--port",
+                str(port),
+                "--no-livereload",
+                *request.param,
+            ],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
