@@ -140,8 +140,13 @@ class EventWebSocket:
 
     @property
     def requested_protocols(self) -> tuple[str, ...]:
-        """The subprotocols the client offered, in its order of preference."""
-        return parse_protocols(self._event.request.headers.getall("Sec-WebSocket-Protocol", ()))
+        """The subprotocols the client offered, in its order of preference.
+
+        Read from the first ``Sec-WebSocket-Protocol`` line only, as aiohttp
+        does when it selects one, so what is logged is what was negotiated.
+        """
+        offered = self._event.request.headers.get("Sec-WebSocket-Protocol")
+        return parse_protocols((offered,)) if offered else ()
 
     def upgrade(
         self,

@@ -274,3 +274,21 @@ async def test_upgrade_for_another_event_is_refused(
         await client.ws_connect("/stash")
     assert refused.value.status == 500
     assert any("another request" in r.getMessage() for r in spry_records(caplog, logging.ERROR))
+
+
+async def test_only_first_protocol_header_line_counts_like_aiohttp(
+    serve: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await chat_client(serve, protocol="spry-chat-v1", strict_protocols=True)
+    conn = await raw(client)
+    conn.writer.write(
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: other\r\nSec-WebSocket-Protocol: spry-chat-v1\r\n\r\n"
+    )
+    head = await conn.reader.readuntil(b"\r\n\r\n")
+    # Strict mode refuses: the selection aiohttp would make sees only "other".
+    assert head.startswith(b"HTTP/1.1 400")
+    [warning] = spry_records(caplog, logging.WARNING)
+    assert "['other']" in warning.getMessage()
+    await conn.aclose()
