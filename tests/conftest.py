@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -25,3 +26,8 @@ def serve(
         return await aiohttp_client(app)
 
     return start
+
+
+def spry_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    """The records the ``aiohttp_spry`` logger emitted at exactly ``level``."""
+    return [r for r in caplog.records if r.name == "aiohttp_spry" and r.levelno == level]

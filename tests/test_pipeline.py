@@ -10,12 +10,8 @@ from aiohttp import WSMsgType, web
 
 from aiohttp_spry import Event, HTTPError, Next, NotFoundError, Spry, UpgradeResponse, WebSocket
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, spry_records
 from .rawws import RawWebSocket
-
-
-def spry_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "aiohttp_spry" and r.levelno == level]
 
 
 def recorder(log: list[str], name: str) -> Any:

@@ -22,15 +22,11 @@ from aiohttp_spry import (
     WebSocket,
 )
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, spry_records
 from .rawws import RawWebSocket, close_payload
 
 Client = TestClient[web.Request, web.Application]
 Session = Callable[[WebSocket], Awaitable[None]]
-
-
-def spry_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "aiohttp_spry" and r.levelno == level]
 
 
 async def session_client(
@@ -298,16 +294,9 @@ async def test_send_after_peer_left_is_not_a_server_error(
     assert spry_records(caplog, logging.ERROR) == []
 
 
-async def test_shutdown_closes_every_session_with_1001(aiohttp_client: Any) -> None:
-    spry = Spry()
-
-    @spry.route("/ws")
-    def route(event: Event) -> web.StreamResponse:
-        return event.ws.upgrade(echo)
-
-    app = web.Application()
-    spry.init_app(app)
-    client: Client = await aiohttp_client(app)
+async def test_shutdown_closes_every_session_with_1001(serve: ClientFactory) -> None:
+    client = await session_client(serve, echo)
+    app = client.app
     sockets = [await client.ws_connect("/ws") for _ in range(5)]
     for ws in sockets:
         await ws.send_str("ready")
@@ -324,21 +313,14 @@ async def test_shutdown_closes_every_session_with_1001(aiohttp_client: Any) -> N
 
 
 async def test_shutdown_drops_a_peer_that_never_answers_after_the_timeout(
-    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+    serve: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spry = Spry(shutdown_timeout=0.3)
-
     async def busy(ws: WebSocket) -> None:
         # Not reading: aiohttp then waits for the peer's close reply.
         await asyncio.sleep(60)
 
-    @spry.route("/ws")
-    def route(event: Event) -> web.StreamResponse:
-        return event.ws.upgrade(busy)
-
-    app = web.Application()
-    spry.init_app(app)
-    client: Client = await aiohttp_client(app)
+    client = await session_client(serve, busy, Spry(shutdown_timeout=0.3))
+    app = client.app
     conn = await RawWebSocket.connect("127.0.0.1", client.port)
     assert (await conn.request("/ws")).status == 101
     for _ in range(50):
@@ -355,17 +337,9 @@ async def test_shutdown_drops_a_peer_that_never_answers_after_the_timeout(
     await conn.aclose()
 
 
-async def test_handshake_during_shutdown_is_refused_with_503(aiohttp_client: Any) -> None:
-    spry = Spry()
-
-    @spry.route("/ws")
-    def route(event: Event) -> web.StreamResponse:
-        return event.ws.upgrade(echo)
-
-    app = web.Application()
-    spry.init_app(app)
-    client: Client = await aiohttp_client(app)
-    await app.shutdown()
+async def test_handshake_during_shutdown_is_refused_with_503(serve: ClientFactory) -> None:
+    client = await session_client(serve, echo)
+    await client.app.shutdown()
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/ws")
     assert refused.value.status == 503

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from aiohttp_spry import Event, Spry, WebSocket
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, spry_records
 from .rawws import RawWebSocket
 
 Client = TestClient[web.Request, web.Application]
@@ -20,10 +20,6 @@ Client = TestClient[web.Request, web.Application]
 
 async def greet(ws: WebSocket) -> None:
     await ws.send_text(f"protocol={ws.protocol}")
-
-
-def spry_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "aiohttp_spry" and r.levelno == level]
 
 
 async def chat_client(
