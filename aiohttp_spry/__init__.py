@@ -18,11 +18,12 @@ from .file_routes import RouteConflictError
 from .pipeline import ErrorHandler, Middleware, Next, NotFoundError
 from .responses import Response
 from .sessions import SESSIONS_KEY
-from .settings import WebSocketSettings
+from .settings import WebSocketOptions, WebSocketSettings
 from .websocket import (
     BinaryDataReceived,
     CloseCode,
     CloseReceived,
+    PeerNotReadingError,
     TextDataReceived,
     UpgradeResponse,
     WebSocket,
@@ -42,12 +43,14 @@ __all__ = [
     "Middleware",
     "Next",
     "NotFoundError",
+    "PeerNotReadingError",
     "Response",
     "RouteConflictError",
     "Spry",
     "TextDataReceived",
     "UpgradeResponse",
     "WebSocket",
+    "WebSocketOptions",
     "WebSocketSettings",
     "__version__",
 ]

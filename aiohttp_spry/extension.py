@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 from aiohttp import web
@@ -25,8 +25,11 @@ from .pipeline import (
 )
 from .responses import to_response
 from .sessions import SESSIONS_KEY, SessionRegistry, close_all, run_session
-from .settings import UNSET, WebSocketSettings, _Unset
+from .settings import WebSocketOptions, WebSocketSettings
 from .websocket import UpgradeResponse, WebSocket
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: A Spry route handler: sync or async, takes the :class:`Event`.
 Handler = Callable[[Event], Any]
@@ -80,8 +83,12 @@ class Spry:
         debug: put tracebacks in 500 responses (never in production).
         shutdown_timeout: seconds that ``on_shutdown`` waits for open sessions
             to finish their 1001 close handshake before dropping them.
-        heartbeat, max_msg_size, compress, receive_timeout, strict_protocols:
-            WebSocket defaults, see :class:`WebSocketSettings`.
+        max_sessions: the most WebSocket sessions one application holds at
+            once; handshakes past it get 503. ``None`` (default): no cap.
+        **websocket: WebSocket defaults (``heartbeat``, ``max_msg_size``,
+            ``compress``, ``receive_timeout``, ``send_timeout``,
+            ``strict_protocols``, ``allowed_origins``); see
+            :class:`WebSocketSettings`.
     """
 
     def __init__(
@@ -91,23 +98,17 @@ class Spry:
         routes: str | Path | None = None,
         debug: bool = False,
         shutdown_timeout: float = 3.0,
-        heartbeat: float | None = None,
-        max_msg_size: int = 4 * 1024 * 1024,
-        compress: bool = True,
-        receive_timeout: float | None = None,
-        strict_protocols: bool = False,
+        max_sessions: int | None = None,
+        **websocket: Unpack[WebSocketOptions],
     ) -> None:
         if shutdown_timeout <= 0:
             raise ValueError(f"shutdown_timeout must be > 0 seconds, got {shutdown_timeout!r}")
+        if max_sessions is not None and max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1 or None, got {max_sessions!r}")
         self.debug = debug
         self.shutdown_timeout = shutdown_timeout
-        self.settings = WebSocketSettings(
-            heartbeat=heartbeat,
-            max_msg_size=max_msg_size,
-            compress=compress,
-            receive_timeout=receive_timeout,
-            strict_protocols=strict_protocols,
-        )
+        self.max_sessions = max_sessions
+        self.settings = WebSocketSettings().evolve_from(**websocket)
         self._routes: list[Route] = []
         self._apps: list[web.Application] = []
         self._middleware: list[Scoped] = []
@@ -131,7 +132,7 @@ class Spry:
         if SPRY_KEY in app:
             raise RuntimeError(f"{app!r} already has a Spry extension; call init_app() once")
         app[SPRY_KEY] = self
-        app[SESSIONS_KEY] = SessionRegistry()
+        app[SESSIONS_KEY] = SessionRegistry(self.max_sessions)
         app.on_shutdown.append(self._on_shutdown)
         self._apps.append(app)
         for route in self._routes:
@@ -147,11 +148,7 @@ class Spry:
         name: str | None = None,
         middleware: Iterable[Middleware] = (),
         on_error: ErrorHandler | None = None,
-        heartbeat: float | _Unset | None = UNSET,
-        max_msg_size: int | _Unset = UNSET,
-        compress: bool | _Unset = UNSET,
-        receive_timeout: float | _Unset | None = UNSET,
-        strict_protocols: bool | _Unset = UNSET,
+        **websocket: Unpack[WebSocketOptions],
     ) -> Callable[[H], H]:
         """Declare a route: ``@spry.route("/rooms/{id}", methods=["GET", "POST"])``.
 
@@ -174,13 +171,7 @@ class Spry:
                 f"route {path!r}: methods must be HTTP methods like 'GET' or '*', "
                 f"got {list(methods)}"
             )
-        settings = self.settings.evolve_from(
-            heartbeat=heartbeat,
-            max_msg_size=max_msg_size,
-            compress=compress,
-            receive_timeout=receive_timeout,
-            strict_protocols=strict_protocols,
-        )
+        settings = self.settings.evolve_from(**websocket)
         chain = tuple(check_middleware(mw) for mw in middleware)
         if on_error is not None:
             check_error_handler(on_error)

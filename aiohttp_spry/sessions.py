@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from .errors import HTTPError
-from .websocket import CloseCode, UpgradeResponse, WebSocket, describe_request
+from .websocket import (
+    CloseCode,
+    PeerNotReadingError,
+    UpgradeResponse,
+    WebSocket,
+    describe_request,
+)
 
 if TYPE_CHECKING:
     from .event import Event
@@ -20,11 +26,12 @@ logger = logging.getLogger("aiohttp_spry")
 class SessionRegistry:
     """The open WebSocket sessions of one application."""
 
-    __slots__ = ("closing", "sessions")
+    __slots__ = ("closing", "max_sessions", "sessions")
 
-    def __init__(self) -> None:
+    def __init__(self, max_sessions: int | None = None) -> None:
         self.sessions: set[WebSocket] = set()
         self.closing = False
+        self.max_sessions = max_sessions
 
 
 #: The application's live WebSocket sessions.
@@ -36,7 +43,7 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
 
     Raises:
         HTTPError: before the handshake completes only (503 while shutting
-            down, aiohttp's 400 for a malformed handshake), so route error
+            down or at ``max_sessions``, aiohttp's 400 for a malformed handshake), so route error
             handlers can still shape it. Nothing raised by the session escapes.
         RuntimeError: the upgrade was made for another request.
     """
@@ -50,6 +57,16 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
     if registry.closing:
         logger.warning("WebSocket handshake refused (shutting down): %s", describe_request(request))
         raise HTTPError(503, body="Server is shutting down.")
+    if registry.max_sessions is not None and len(registry.sessions) >= registry.max_sessions:
+        logger.warning(
+            "WebSocket handshake refused (%d sessions open, max_sessions=%d): %s",
+            len(registry.sessions),
+            registry.max_sessions,
+            describe_request(request),
+        )
+        raise HTTPError(
+            503, body="Too many WebSocket sessions; try again later.", headers={"Retry-After": "1"}
+        )
     try:
         await response.prepare(request)
     except web.HTTPException as refused:
@@ -82,6 +99,8 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
 
 
 async def _fail(ws: WebSocket, response: UpgradeResponse, exc: Exception) -> None:
+    if isinstance(exc, PeerNotReadingError):
+        return  # logged where it happened; the connection is already aborted
     if ws.closed and isinstance(exc, ConnectionResetError):
         # The peer left or the server closed the session while the handler
         # was still sending: an ordinary end, not a server error.

@@ -29,9 +29,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http import HttpVersion11
 
 from .errors import HTTPError
-from .settings import UNSET, WebSocketSettings, _Unset
+from .settings import WebSocketOptions, WebSocketSettings, normalize_origin
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .event import Event
 
 logger = logging.getLogger("aiohttp_spry")
@@ -49,6 +51,14 @@ _NO_STATUS_RECEIVED = 1005
 _MAX_REASON_BYTES = 123
 # Characters RFC 7230 forbids in a token, so in a subprotocol name.
 _NOT_IN_TOKEN = frozenset(' \t"(),/:;<=>?@[\\]{}')
+
+
+class PeerNotReadingError(ConnectionResetError):
+    """A send waited ``send_timeout`` for a peer that does not read; the connection is gone.
+
+    Raised by ``ws.send_*``; the session ends like any lost connection (logged
+    once at WARNING, no 1011).
+    """
 
 
 @attrs.frozen
@@ -154,11 +164,7 @@ class EventWebSocket:
         *,
         protocol: str | None = None,
         protocols: Iterable[str] | None = None,
-        heartbeat: float | _Unset | None = UNSET,
-        max_msg_size: int | _Unset = UNSET,
-        compress: bool | _Unset = UNSET,
-        receive_timeout: float | _Unset | None = UNSET,
-        strict_protocols: bool | _Unset = UNSET,
+        **websocket: Unpack[WebSocketOptions],
     ) -> UpgradeResponse:
         """Accept the WebSocket; the route must return what this returns.
 
@@ -169,6 +175,8 @@ class EventWebSocket:
         ``Sec-WebSocket-Protocol`` header (and a WARNING names both lists),
         unless ``strict_protocols`` asks to refuse it with 400. The rest of the
         keywords override the route's :class:`WebSocketSettings`.
+        A browser page from another origin than the server's own (or one of
+        ``allowed_origins``) is refused with 403.
 
         Checks run in Spry's order, each raising :class:`HTTPError`, which the
         route answers with unless it catches it: a method other than GET → 405
@@ -177,7 +185,8 @@ class EventWebSocket:
         handshake (no key, bad version) gets a 400 once the route returns.
 
         Raises:
-            HTTPError: 405, 501, 426, or 400 in strict mode, as above.
+            HTTPError: 405, 501, 426, 403 for a foreign origin, or 400 in
+                strict mode, as above.
             RuntimeError: ``upgrade()`` was already called for this request.
             ValueError: both ``protocol`` and ``protocols``, a malformed
                 protocol name, or an invalid setting.
@@ -221,16 +230,41 @@ class EventWebSocket:
                 headers={"Upgrade": "websocket", "Connection": "Upgrade"},
             )
 
-        settings = event.settings.evolve_from(
-            heartbeat=heartbeat,
-            max_msg_size=max_msg_size,
-            compress=compress,
-            receive_timeout=receive_timeout,
-            strict_protocols=strict_protocols,
-        )
+        settings = event.settings.evolve_from(**websocket)
+        self._check_origin(settings.allowed_origins)
         self._negotiate(offered_by_server, strict=settings.strict_protocols)
         self._upgrade = UpgradeResponse(session, event, settings, offered_by_server)
         return self._upgrade
+
+    def _check_origin(self, allowed: tuple[str, ...]) -> None:
+        """Refuse a browser page from another origin (cross-site WebSocket hijacking).
+
+        Raises:
+            HTTPError: 403 naming the refused origin.
+        """
+        request = self._event.request
+        origin = request.headers.get("Origin")
+        if origin is None or "*" in allowed:
+            return
+        try:
+            normalized = normalize_origin(origin)
+        except ValueError:
+            normalized = origin  # "null" (sandboxed pages, file://) or garbage: never allowed
+        # Same origin means the page's host[:port] is the one the request was sent
+        # to; the scheme is left out so a TLS-terminating proxy does not break it.
+        if normalized.partition("://")[2] == request.host.lower() or normalized in allowed:
+            return
+        logger.warning(
+            "WebSocket handshake refused (origin %r is not %s%s): %s",
+            origin,
+            request.host,
+            f" nor one of {list(allowed)}" if allowed else "",
+            describe_request(request),
+        )
+        raise HTTPError(
+            403,
+            body=f"WebSocket connections from origin {origin!r} are not allowed.",
+        )
 
     def _negotiate(self, offered_by_server: tuple[str, ...], *, strict: bool) -> None:
         """Log (or refuse, when strict) a handshake that will agree on no subprotocol.
@@ -319,12 +353,17 @@ class WebSocket:
         ...             await ws.send_json({"echo": message.text})
     """
 
-    __slots__ = ("__weakref__", "_events", "_response", "event")
+    __slots__ = ("__weakref__", "_events", "_high_water", "_response", "_transport", "event")
 
     def __init__(self, response: UpgradeResponse) -> None:
         self._response = response
         self.event: Event = response.event
         self._events = _Events(self)
+        transport = response.event.request.transport
+        assert transport is not None, "a prepared WebSocket has a transport"
+        self._transport = transport
+        # Past the transport's high-water mark aiohttp waits for the peer to read.
+        self._high_water = transport.get_write_buffer_limits()[1]
 
     @property
     def protocol(self) -> str | None:
@@ -358,16 +397,47 @@ class WebSocket:
 
         Raises:
             ConnectionResetError: the connection is closing or gone.
+            PeerNotReadingError: the peer read nothing for ``send_timeout``
+                while its send buffer was full; the connection is aborted.
         """
-        await self._response.send_str(text)
+        # A UTF-8 character is at most 4 bytes: below the mark, no send waits.
+        if self._transport.get_write_buffer_size() + 4 * len(text) < self._high_water:
+            await self._response.send_str(text)
+        else:
+            await self._send_to_slow_peer(self._response.send_str(text))
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message.
 
         Raises:
             ConnectionResetError: the connection is closing or gone.
+            PeerNotReadingError: as for :meth:`send_text`.
         """
-        await self._response.send_bytes(data)
+        if self._transport.get_write_buffer_size() + len(data) < self._high_water:
+            await self._response.send_bytes(data)
+        else:
+            await self._send_to_slow_peer(self._response.send_bytes(data))
+
+    async def _send_to_slow_peer(self, send: Awaitable[None]) -> None:
+        """Send while the peer's buffer is full: wait at most ``send_timeout``."""
+        timeout = self._response.settings.send_timeout
+        try:
+            await asyncio.wait_for(send, timeout)
+        except asyncio.TimeoutError:
+            buffered = self._transport.get_write_buffer_size()
+            logger.warning(
+                "WebSocket peer is not reading (%d bytes waiting for %ss), closing with 1008 "
+                "and aborting the connection: %s",
+                buffered,
+                timeout,
+                self,
+            )
+            # A peer that does not read would never receive a close frame either.
+            self._transport.abort()
+            raise PeerNotReadingError(
+                f"the peer read nothing for {timeout}s with {buffered} bytes waiting; "
+                "the connection was aborted"
+            ) from None
 
     async def send_json(self, data: Any, *, dumps: Callable[[Any], str] = json.dumps) -> None:
         """Send ``data`` serialized as JSON in a text message.
@@ -480,6 +550,7 @@ __all__ = [
     "CloseCode",
     "CloseReceived",
     "EventWebSocket",
+    "PeerNotReadingError",
     "SessionHandler",
     "TextDataReceived",
     "UpgradeResponse",

@@ -22,7 +22,7 @@ from aiohttp_spry import (
     WebSocket,
 )
 
-from .conftest import ClientFactory, spry_records
+from .conftest import ClientFactory, RunAppFactory, spry_records
 from .rawws import RawWebSocket, close_payload
 
 Client = TestClient[web.Request, web.Application]
@@ -226,7 +226,9 @@ async def test_receive_timeout_closes_1008(serve: ClientFactory) -> None:
 
 
 @pytest.mark.parametrize("handler_cancellation", [False, True])
-async def test_peer_that_vanishes_ends_the_session_and_frees_it(handler_cancellation: bool) -> None:
+async def test_peer_that_vanishes_ends_the_session_and_frees_it(
+    serve_like_run_app: RunAppFactory, handler_cancellation: bool
+) -> None:
     # aiohttp's default (run_app) lets the handler run on: iteration ends. With
     # handler_cancellation=True (aiohttp's test server) the session is cancelled.
     outcome: list[str] = []
@@ -245,33 +247,20 @@ async def test_peer_that_vanishes_ends_the_session_and_frees_it(handler_cancella
             ended.set()
 
     spry = Spry()
-
-    @spry.route("/ws")
-    def route(event: Event) -> web.StreamResponse:
-        return event.ws.upgrade(session)
-
-    app = web.Application()
-    spry.init_app(app)
-    runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        conn = await RawWebSocket.connect("127.0.0.1", port)
-        assert (await conn.request("/ws")).status == 101
-        assert (await conn.read_frame()).payload == b"hello"
-        assert len(Spry.sessions(app)) == 1
-        conn.writer.transport.abort()
-        await asyncio.wait_for(ended.wait(), 5)
-        for _ in range(50):
-            if not Spry.sessions(app):
-                break
-            await asyncio.sleep(0.02)
-        assert Spry.sessions(app) == ()
-        assert outcome == ["cancelled" if handler_cancellation else "iteration ended"]
-    finally:
-        await runner.cleanup()
+    spry.route("/ws")(lambda event: event.ws.upgrade(session))
+    running = await serve_like_run_app(spry, handler_cancellation=handler_cancellation)
+    conn = await RawWebSocket.connect("127.0.0.1", running.port)
+    assert (await conn.request("/ws")).status == 101
+    assert (await conn.read_frame()).payload == b"hello"
+    assert len(Spry.sessions(running.app)) == 1
+    conn.writer.transport.abort()
+    await asyncio.wait_for(ended.wait(), 5)
+    for _ in range(50):
+        if not Spry.sessions(running.app):
+            break
+        await asyncio.sleep(0.02)
+    assert Spry.sessions(running.app) == ()
+    assert outcome == ["cancelled" if handler_cancellation else "iteration ended"]
 
 
 async def test_send_after_peer_left_is_not_a_server_error(
