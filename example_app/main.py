@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
 
-from aiohttp_spry import Spry
+from aiohttp_spry import Event, Spry
 
 from .chat import chat
 
@@ -21,6 +22,12 @@ ROUTES = Path(__file__).resolve().parent / "routes"
 
 spry = Spry()
 spry.route("/chat")(chat)
+
+
+@spry.route("/stats")
+def stats(event: Event) -> dict[str, int]:
+    """Live counters for operators and soak tests: open sessions, asyncio tasks."""
+    return {"sessions": len(Spry.sessions(event.app)), "tasks": len(asyncio.all_tasks())}
 
 
 def create_app() -> web.Application:
