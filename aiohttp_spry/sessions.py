@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from .errors import HTTPError
+from .masking import require_masked_first_frame
 from .websocket import (
     CloseCode,
     PeerNotReadingError,
@@ -80,6 +81,7 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
         )
         raise HTTPError(refused.status, body=refused.text) from None
 
+    require_masked_first_frame(response)
     ws = WebSocket(response)
     registry.sessions.add(ws)
     logger.debug("WebSocket session opened: %s", ws)

@@ -1,0 +1,89 @@
+"""RFC 6455 §5.1: a server must close the connection on an unmasked client frame.
+
+aiohttp's frame parser accepts unmasked frames, and it offers no public hook
+on the raw bytes, so this module holds the package's only use of an aiohttp
+private attribute: the request handler's ``_payload_parser``, which receives
+every byte of an upgraded connection. ``tests/test_masking.py`` fails loudly if
+aiohttp changes it.
+
+Only the *first* frame of each connection is checked, and then the check
+removes itself, so it costs nothing per message: a client either masks or it
+does not (browsers and every client library mask), and a peer that masks its
+first frame and not a later one is not detected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import WSCloseCode
+
+if TYPE_CHECKING:
+    from .websocket import UpgradeResponse
+
+logger = logging.getLogger("aiohttp_spry")
+
+_PARSER_ATTRIBUTE = "_payload_parser"
+
+
+class _Parser(Protocol):
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]: ...
+
+    def feed_eof(self) -> None: ...
+
+
+def require_masked_first_frame(response: UpgradeResponse) -> None:
+    """Put a one-shot mask check in front of aiohttp's parser for this connection.
+
+    Call right after ``prepare()``. Does nothing if aiohttp's internals are not
+    as expected (the test suite catches that case).
+    """
+    protocol = response.event.request.protocol
+    parser = getattr(protocol, _PARSER_ATTRIBUTE, None)
+    if parser is None or not hasattr(parser, "feed_data"):
+        return
+    setattr(protocol, _PARSER_ATTRIBUTE, _FirstFrameMaskCheck(protocol, parser, response))
+
+
+class _FirstFrameMaskCheck:
+    __slots__ = ("_closing", "_head", "_parser", "_protocol", "_response")
+
+    def __init__(self, protocol: Any, parser: _Parser, response: UpgradeResponse) -> None:
+        self._protocol = protocol
+        self._parser = parser
+        self._response = response
+        self._head = b""
+        self._closing: asyncio.Future[bool] | None = None
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self._closing is not None:
+            return False, b""  # refused: drop whatever else the peer sends
+        head = self._head + bytes(data)
+        if len(head) < 2:
+            self._head = head
+            return False, b""
+        if head[1] & 0x80:
+            # Checked once: from now on aiohttp's parser gets the bytes directly.
+            setattr(self._protocol, _PARSER_ATTRIBUTE, self._parser)
+            return self._parser.feed_data(head)
+        self._refuse()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._parser.feed_eof()
+
+    def _refuse(self) -> None:
+        response = self._response
+        logger.warning(
+            "WebSocket client sent an unmasked frame (RFC 6455 §5.1), closing with 1002: "
+            "%s %s peer=%s",
+            response.event.request.method,
+            response.event.request.path,
+            response.event.request.remote,
+        )
+        # Held here (the connection holds this object) until the close is done.
+        self._closing = asyncio.ensure_future(
+            response.close(code=WSCloseCode.PROTOCOL_ERROR, message=b"unmasked frame")
+        )
