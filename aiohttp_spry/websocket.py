@@ -181,8 +181,9 @@ class EventWebSocket:
         Checks run in Spry's order, each raising :class:`HTTPError`, which the
         route answers with unless it catches it: a method other than GET → 405
         with ``Allow: GET``; a connection that cannot upgrade → 501; no
-        WebSocket handshake → 426 with ``Upgrade: websocket``. A malformed
-        handshake (no key, bad version) gets a 400 once the route returns.
+        WebSocket handshake → 426 with ``Upgrade: websocket``; a version other
+        than 13 → 400 with ``Sec-WebSocket-Version: 13``. A malformed key gets
+        aiohttp's 400 once the route returns.
 
         Raises:
             HTTPError: 405, 501, 426, 403 for a foreign origin, or 400 in
@@ -230,6 +231,15 @@ class EventWebSocket:
                 headers={"Upgrade": "websocket", "Connection": "Upgrade"},
             )
 
+        version = request.headers.get("Sec-WebSocket-Version", "")
+        if version != "13":
+            # aiohttp would also accept the hybi drafts 7 and 8; RFC 6455 is 13.
+            self._refuse(f"unsupported Sec-WebSocket-Version {version!r}", offered_by_server)
+            raise HTTPError(
+                400,
+                body=f"Unsupported WebSocket version {version!r}; this server speaks 13.",
+                headers={"Sec-WebSocket-Version": "13"},
+            )
         settings = event.settings.evolve_from(**websocket)
         self._check_origin(settings.allowed_origins)
         self._negotiate(offered_by_server, strict=settings.strict_protocols)

@@ -288,3 +288,17 @@ async def test_only_first_protocol_header_line_counts_like_aiohttp(
     [warning] = spry_records(caplog, logging.WARNING)
     assert "['other']" in warning.getMessage()
     await conn.aclose()
+
+
+@pytest.mark.parametrize("version", ["8", "7", "12", ""])
+async def test_versions_other_than_13_are_400_naming_13(
+    serve: ClientFactory, caplog: pytest.LogCaptureFixture, version: str
+) -> None:
+    client = await chat_client(serve)
+    conn = await raw(client)
+    reply = await conn.request(headers={"Sec-WebSocket-Version": version})
+    assert reply.status == 400
+    assert reply.headers["sec-websocket-version"] == "13"
+    [warning] = spry_records(caplog, logging.WARNING)
+    assert f"unsupported Sec-WebSocket-Version {version!r}" in warning.getMessage()
+    await conn.aclose()
