@@ -80,6 +80,11 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
             list(response.offered_protocols),
         )
         raise HTTPError(refused.status, body=refused.text) from None
+    except ConnectionResetError:
+        # The client left before the 101 went out: nobody to answer. aiohttp
+        # notices the closed connection and sends nothing for this response.
+        logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
+        return web.Response(status=499, reason="Client Closed Request")
 
     require_masked_first_frame(response)
     ws = WebSocket(response)
@@ -103,7 +108,9 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
 async def _fail(ws: WebSocket, response: UpgradeResponse, exc: Exception) -> None:
     if isinstance(exc, PeerNotReadingError):
         return  # logged where it happened; the connection is already aborted
-    if ws.closed and isinstance(exc, ConnectionResetError):
+    transport = ws.event.request.transport
+    gone = ws.closed or transport is None or transport.is_closing()
+    if gone and isinstance(exc, ConnectionResetError):
         # The peer left or the server closed the session while the handler
         # was still sending: an ordinary end, not a server error.
         logger.debug("WebSocket send after close in session: %s: %s", ws, exc)

@@ -19,6 +19,8 @@ route wrapper then completes the handshake on aiohttp's
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -48,6 +50,7 @@ SessionHandler = Callable[["WebSocket"], Awaitable[None]]
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 # A close frame without a status code is reported as 1005 (RFC 6455 §7.1.5).
 _NO_STATUS_RECEIVED = 1005
+_NEVER_ON_THE_WIRE = frozenset({1005, 1006, 1015})
 _MAX_REASON_BYTES = 123
 # Characters RFC 7230 forbids in a token, so in a subprotocol name.
 _NOT_IN_TOKEN = frozenset(' \t"(),/:;<=>?@[\\]{}')
@@ -101,6 +104,14 @@ def parse_protocols(header_values: Iterable[str]) -> tuple[str, ...]:
     return tuple(name for name in names if name)
 
 
+def _valid_key(key: str) -> bool:
+    """RFC 6455 §4.1: the key is 16 bytes, base64-encoded (so 24 ASCII characters)."""
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (ValueError, binascii.Error):  # UnicodeEncodeError is a ValueError
+        return False
+
+
 def _check_protocol_name(name: str) -> str:
     if not isinstance(name, str) or not name or any(c in _NOT_IN_TOKEN for c in name):
         raise ValueError(
@@ -129,20 +140,22 @@ class EventWebSocket:
 
     @property
     def is_supported(self) -> bool:
-        """Whether this connection can be upgraded: HTTP/1.1 or later, still open."""
-        request = self._event.request
-        return request.version >= HttpVersion11 and request.transport is not None
+        """Whether this connection can still be upgraded (it is open)."""
+        return self._event.request.transport is not None
 
     @property
     def is_upgrade_request(self) -> bool:
         """Whether the client asked for a WebSocket (``Upgrade: websocket`` and
         ``Connection: upgrade``).
 
-        Only these two headers decide, so a handshake with a missing key or a
-        bad version still counts and gets a 400 from :meth:`upgrade` instead of
-        the route's HTTP fallback.
+        Only these two headers decide (on HTTP/1.1 or later), so a handshake
+        with a missing key or a bad version still counts and gets a 400 from
+        :meth:`upgrade` instead of the route's HTTP fallback.
         """
-        headers = self._event.request.headers
+        request = self._event.request
+        if request.version < HttpVersion11:
+            return False  # RFC 7230 §6.7: an HTTP/1.0 server ignores Upgrade
+        headers = request.headers
         if headers.get("Upgrade", "").strip().lower() != "websocket":
             return False
         connection = headers.get("Connection", "").lower()
@@ -216,9 +229,7 @@ class EventWebSocket:
                 headers={"Allow": "GET"},
             )
         if not self.is_supported:
-            self._refuse(
-                f"HTTP/{request.version[0]}.{request.version[1]} cannot upgrade", offered_by_server
-            )
+            self._refuse("the connection is gone", offered_by_server)
             raise HTTPError(501, body="WebSocket is not supported on this connection.")
         if not self.is_upgrade_request:
             # Not a handshake attempt at all (often a browser or curl): INFO, not WARNING.
@@ -240,6 +251,9 @@ class EventWebSocket:
                 body=f"Unsupported WebSocket version {version!r}; this server speaks 13.",
                 headers={"Sec-WebSocket-Version": "13"},
             )
+        if not _valid_key(request.headers.get("Sec-WebSocket-Key", "")):
+            self._refuse("Sec-WebSocket-Key is not 16 bytes of base64", offered_by_server)
+            raise HTTPError(400, body="Sec-WebSocket-Key must be 16 random bytes in base64.")
         settings = event.settings.evolve_from(**websocket)
         self._check_origin(settings.allowed_origins)
         self._negotiate(offered_by_server, strict=settings.strict_protocols)
@@ -340,7 +354,8 @@ class UpgradeResponse(web.WebSocketResponse):
         super().__init__(
             protocols=protocols,
             heartbeat=settings.heartbeat,
-            max_msg_size=settings.max_msg_size,
+            # aiohttp refuses a message of exactly its limit; ours is inclusive.
+            max_msg_size=settings.max_msg_size + 1 if settings.max_msg_size else 0,
             compress=settings.compress,
             receive_timeout=settings.receive_timeout,
             # The session answers a peer's close itself, echoing its code.
@@ -522,7 +537,18 @@ class _Events:
 
 
 async def _answer_peer_close(ws: WebSocket, code: int, reason: str | None) -> CloseReceived:
-    """Answer the peer's close frame with the same code, as RFC 6455 §5.5.1 suggests."""
+    """Answer the peer's close frame with the same code, as RFC 6455 §5.5.1 suggests.
+
+    Raises:
+        StopAsyncIteration: the frame carried a code reserved for local use
+            (1005, 1006, 1015; RFC 6455 §7.4.1): closed with 1002 and logged.
+    """
+    if code in _NEVER_ON_THE_WIRE:
+        logger.warning(
+            "WebSocket peer sent the reserved close code %s, closing with 1002: %s", code, ws
+        )
+        await ws._response.close(code=CloseCode.PROTOCOL_ERROR, drain=False)
+        raise StopAsyncIteration
     received = CloseReceived(code or _NO_STATUS_RECEIVED, reason or "")
     reply = code if code in _SENDABLE_CODES or 3000 <= code <= 4999 else CloseCode.OK
     await ws._response.close(code=reply, drain=False)

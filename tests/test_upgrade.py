@@ -46,6 +46,7 @@ async def raw(client: Client) -> RawWebSocket:
 
 
 async def test_plain_get_gets_http_fallback(serve: ClientFactory) -> None:
+    # (HTTP/1.0 requests are plain requests too: see the 426 test below.)
     client = await chat_client(serve)
     resp = await client.get("/chat")
     assert await resp.json() == {"supported": True, "upgradeRequest": False, "requested": []}
@@ -153,11 +154,19 @@ async def test_upgrade_on_plain_request_is_426_upgrade_required(serve: ClientFac
     assert await resp.text() == "Upgrade Required"
 
 
-async def test_http_1_0_upgrade_is_501_not_supported(serve: ClientFactory) -> None:
-    client = await chat_client(serve)
+async def test_http_1_0_upgrade_headers_are_ignored_so_upgrade_is_426(
+    serve: ClientFactory,
+) -> None:
+    spry = Spry()
+
+    @spry.route("/ws")
+    def ws_only(event: Event) -> web.StreamResponse:
+        return event.ws.upgrade(greet)
+
+    client = await serve(spry)
     conn = await raw(client)
-    reply = await conn.request(version="HTTP/1.0")
-    assert reply.status == 501
+    reply = await conn.request("/ws", version="HTTP/1.0")
+    assert reply.status == 426
     await conn.aclose()
 
 

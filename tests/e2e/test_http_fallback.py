@@ -49,16 +49,17 @@ async def test_upgrade_header_without_connection_upgrade_gets_fallback(
     assert payload["upgradeRequest"] is False
 
 
-async def test_http10_upgrade_request_gets_fallback_reporting_unsupported(
+async def test_http10_upgrade_request_gets_fallback_as_upgrade_is_ignored(
     server: ServerProcess,
 ) -> None:
+    # RFC 7230 §6.7: Upgrade is ignored on HTTP/1.0, so this is a plain request.
     request = build_request("GET", "/chat", handshake_headers(server.port), version="HTTP/1.0")
     response = await raw_exchange(server.port, request)
 
     assert response.status == 200
     payload = json.loads(response.body)
-    assert payload["supported"] is False
-    assert payload["upgradeRequest"] is True
+    assert payload["supported"] is True
+    assert payload["upgradeRequest"] is False
     log = server.log()
-    assert "WebSocket supported: False" in log
+    assert "WebSocket upgrade request: False" in log
     assert "Returning HTTP fallback" in log
