@@ -159,7 +159,7 @@ class EventWebSocket:
         if headers.get("Upgrade", "").strip().lower() != "websocket":
             return False
         connection = headers.get("Connection", "").lower()
-        return "upgrade" in (token.strip() for token in connection.split(","))
+        return connection == "upgrade" or "upgrade" in [t.strip() for t in connection.split(",")]
 
     @property
     def requested_protocols(self) -> tuple[str, ...]:
@@ -296,6 +296,8 @@ class EventWebSocket:
         aiohttp makes the actual choice from the same lists; this only decides
         whether the outcome is worth a warning or a refusal.
         """
+        if not offered_by_server and "Sec-WebSocket-Protocol" not in self._event.request.headers:
+            return  # the common case: nothing to negotiate
         offered_by_client = self.requested_protocols
         if any(name in offered_by_server for name in offered_by_client):
             return
