@@ -325,6 +325,8 @@ class Spry:
             try:
                 if chain:
                     response = await run_chain(chain, event, lambda: call_handler(event))
+                elif is_async:  # the hot path: no extra coroutine per request
+                    response = to_response(await handler(event))
                 else:
                     response = await call_handler(event)
                 if isinstance(response, UpgradeResponse):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import LooseHeaders
@@ -69,6 +69,11 @@ def to_response(result: object) -> web.StreamResponse:
     Raises:
         TypeError: the value is none of these, naming its type.
     """
+    kind = type(result)  # exact types first: isinstance on StreamResponse is an ABC check
+    if kind is str:
+        return web.Response(text=cast(str, result))
+    if kind is dict or kind is list:
+        return Response.json(result)
     if isinstance(result, web.StreamResponse):
         return result
     if isinstance(result, (dict, list)):

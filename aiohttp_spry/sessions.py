@@ -70,16 +70,18 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
         )
     try:
         await response.prepare(request)
-    except web.HTTPException as refused:
-        # aiohttp's own handshake checks: missing or bad key, bad version.
+    except (web.HTTPException, ValueError) as refused:
+        # aiohttp's own handshake checks: missing or bad key (a key with
+        # non-ASCII characters makes it raise ValueError instead of its 400).
+        reason = refused.text if isinstance(refused, web.HTTPException) else "Handshake error"
         logger.warning(
             "WebSocket handshake refused (%s): %s client offered %s, server speaks %s",
-            refused.text,
+            reason,
             describe_request(request),
             list(event.ws.requested_protocols),
             list(response.offered_protocols),
         )
-        raise HTTPError(refused.status, body=refused.text) from None
+        raise HTTPError(400, body=reason) from None
     except ConnectionResetError:
         # The client left before the 101 went out: nobody to answer. aiohttp
         # notices the closed connection and sends nothing for this response.

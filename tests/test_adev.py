@@ -96,6 +96,6 @@ async def test_adev_runserver_serves_example_and_closes_sessions_with_1001_on_st
         proc.send_signal(signal.SIGINT)
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
-    assert closed.value.rcvd is not None
+    assert closed.value.rcvd is not None, log.read_text()
     assert closed.value.rcvd.code == 1001
     assert await asyncio.to_thread(proc.wait, 15) == 0
