@@ -329,7 +329,7 @@ class Spry:
                     response = to_response(await handler(event))
                 else:
                     response = await call_handler(event)
-                if isinstance(response, UpgradeResponse):
+                if type(response) is UpgradeResponse:  # exact: cheaper than an ABC check
                     return await run_session(response, event)
                 return response
             except web.HTTPException:

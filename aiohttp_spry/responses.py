@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import LooseHeaders
@@ -69,17 +69,13 @@ def to_response(result: object) -> web.StreamResponse:
     Raises:
         TypeError: the value is none of these, naming its type.
     """
-    kind = type(result)  # exact types first: isinstance on StreamResponse is an ABC check
-    if kind is str:
-        return web.Response(text=cast(str, result))
-    if kind is dict or kind is list:
-        return Response.json(result)
-    if isinstance(result, web.StreamResponse):
+    # Cheap checks first: isinstance(x, web.StreamResponse) is an ABC check.
+    if isinstance(result, str):
+        return web.Response(text=result)
+    if type(result) is web.Response or isinstance(result, web.StreamResponse):
         return result
     if isinstance(result, (dict, list)):
         return Response.json(result)
-    if isinstance(result, str):
-        return Response.text(result)
     if isinstance(result, (bytes, bytearray, memoryview)):
         return web.Response(body=bytes(result), content_type="application/octet-stream")
     if result is None:

@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -327,10 +327,12 @@ class EventWebSocket:
         )
 
 
+@final
 class UpgradeResponse(web.WebSocketResponse):
     """What ``event.ws.upgrade()`` returns: an aiohttp ``WebSocketResponse`` not yet
     prepared, carrying the session handler. Return it from the route; the route
-    wrapper completes the handshake and runs the session.
+    wrapper completes the handshake and runs the session. Not to be subclassed
+    (the wrapper recognises it by its exact type).
     """
 
     # Slots, not instance attributes: extra keys in the instance dict would make
