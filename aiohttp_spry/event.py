@@ -17,7 +17,7 @@ class Event:
 
     Built for every request, so it stores only the request and the route's
     settings; everything else is read from the request when asked for, and
-    ``locals`` and ``ws`` are created on first use.
+    ``locals`` is created on first use.
 
     Example:
         >>> @spry.route("/rooms/{room}")
@@ -29,13 +29,13 @@ class Event:
         settings: the WebSocket settings of the route that matched.
     """
 
-    __slots__ = ("_locals", "_ws", "request", "settings")
+    __slots__ = ("_locals", "_upgraded", "request", "settings")
 
     def __init__(self, request: web.Request, settings: WebSocketSettings) -> None:
         self.request = request
         self.settings = settings
         self._locals: dict[str, Any] | None = None
-        self._ws: EventWebSocket | None = None
+        self._upgraded = False  # event.ws.upgrade() was called
 
     @property
     def app(self) -> web.Application:
@@ -91,10 +91,12 @@ class Event:
 
     @property
     def ws(self) -> EventWebSocket:
-        """The WebSocket side of this request: checks, protocols and ``upgrade()``."""
-        if self._ws is None:
-            self._ws = EventWebSocket(self)
-        return self._ws
+        """The WebSocket side of this request: checks, protocols and ``upgrade()``.
+
+        A small view made on each access, not stored: storing it would make a
+        reference cycle that only the cyclic GC could free.
+        """
+        return EventWebSocket(self)
 
     def __str__(self) -> str:
         return f"Event({self.method} {self.pathname} peer={self.peer})"

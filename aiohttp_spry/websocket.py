@@ -90,6 +90,10 @@ class CloseReceived:
 
 WebSocketMessage = TextDataReceived | BinaryDataReceived | CloseReceived
 
+_new = object.__new__
+_set_text = TextDataReceived.__dict__["text"].__set__
+_set_data = BinaryDataReceived.__dict__["data"].__set__
+
 
 def describe_request(request: web.BaseRequest) -> str:
     """``GET /chat peer=127.0.0.1``: the facts every log line about a request starts with."""
@@ -122,11 +126,12 @@ class EventWebSocket:
         ...     return event.ws.upgrade(session, protocol="spry-chat-v1")
     """
 
-    __slots__ = ("_event", "_upgrade")
+    # Holds only the event, and the event does not hold it: no reference cycle,
+    # so a request's objects are freed as soon as it ends, not by the cyclic GC.
+    __slots__ = ("_event",)
 
     def __init__(self, event: Event) -> None:
         self._event = event
-        self._upgrade: UpgradeResponse | None = None
 
     @property
     def is_supported(self) -> bool:
@@ -195,7 +200,7 @@ class EventWebSocket:
             ValueError: both ``protocol`` and ``protocols``, a malformed
                 protocol name, or an invalid setting.
         """
-        if self._upgrade is not None:
+        if self._event._upgraded:
             raise RuntimeError(
                 "event.ws.upgrade() was already called for "
                 f"{describe_request(self._event.request)}; call it once and return its result"
@@ -244,8 +249,8 @@ class EventWebSocket:
         settings = event.settings.evolve_from(**websocket) if websocket else event.settings
         self._check_origin(settings.allowed_origins)
         self._negotiate(offered_by_server, strict=settings.strict_protocols)
-        self._upgrade = UpgradeResponse(session, event, settings, offered_by_server)
-        return self._upgrade
+        event._upgraded = True
+        return UpgradeResponse(session, event, settings, offered_by_server)
 
     def _check_origin(self, allowed: tuple[str, ...]) -> None:
         """Refuse a browser page from another origin (cross-site WebSocket hijacking).
@@ -373,12 +378,12 @@ class WebSocket:
         ...             await ws.send_json({"echo": message.text})
     """
 
-    __slots__ = ("__weakref__", "_events", "_high_water", "_response", "_transport", "event")
+    __slots__ = ("_done", "_high_water", "_response", "_transport", "event")
 
     def __init__(self, response: UpgradeResponse) -> None:
         self._response = response
         self.event: Event = response.event
-        self._events = _Events(self)
+        self._done = False  # ws.events has ended
         transport = response.event.request.transport
         assert transport is not None, "a prepared WebSocket has a transport"
         self._transport = transport
@@ -401,7 +406,7 @@ class WebSocket:
         return self._response.close_code
 
     @property
-    def events(self) -> _Events:
+    def events(self) -> WebSocket:
         """Messages from the peer: ``async for message in ws.events``.
 
         Yields :class:`TextDataReceived` and :class:`BinaryDataReceived`; when
@@ -409,8 +414,10 @@ class WebSocket:
         without a ``CloseReceived``, when the peer vanishes, breaks the protocol
         (the server closes with the RFC code, e.g. 1009 for a message over
         ``max_msg_size``, and logs it), or the server closes the session.
+        The session object is its own iterator (one object per session, no
+        reference cycle), so iterating twice continues where it stopped.
         """
-        return self._events
+        return self
 
     def send_text(self, text: str) -> Awaitable[None]:
         """Send a text message: ``await ws.send_text("hi")``.
@@ -488,24 +495,7 @@ class WebSocket:
             )
         await self._response.close(code=code, message=message)
 
-    def __str__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"WebSocket({describe_request(self.event.request)} protocol={self.protocol} {state})"
-
-    __repr__ = __str__
-
-
-class _Events:
-    """The async iterator behind ``ws.events``; one per session."""
-
-    __slots__ = ("_done", "_response", "_ws")
-
-    def __init__(self, ws: WebSocket) -> None:
-        self._ws = ws
-        self._response = ws._response
-        self._done = False
-
-    def __aiter__(self) -> _Events:
+    def __aiter__(self) -> WebSocket:
         return self
 
     async def __anext__(self) -> WebSocketMessage:
@@ -515,20 +505,32 @@ class _Events:
             message = await self._response.receive()
         except asyncio.TimeoutError:
             self._done = True
-            await _close_for_receive_timeout(self._ws)
+            await _close_for_receive_timeout(self)
             raise StopAsyncIteration from None
         kind = message.type
         if kind is WSMsgType.TEXT:
-            return TextDataReceived(message.data)
+            # Built through the slot, skipping attrs' frozen __init__: the same
+            # object, a third cheaper, on the per-message path.
+            text = _new(TextDataReceived)
+            _set_text(text, message.data)
+            return text
         if kind is WSMsgType.BINARY:
-            return BinaryDataReceived(message.data)
+            binary = _new(BinaryDataReceived)
+            _set_data(binary, message.data)
+            return binary
         self._done = True
         if kind is WSMsgType.CLOSE:
-            return await _answer_peer_close(self._ws, message.data, message.extra)
+            return await _answer_peer_close(self, message.data, message.extra)
         if kind is WSMsgType.ERROR:
-            _log_protocol_error(self._ws, message.data)
+            _log_protocol_error(self, message.data)
         # CLOSING / CLOSED: the server closed the session, or the peer vanished.
         raise StopAsyncIteration
+
+    def __str__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"WebSocket({describe_request(self.event.request)} protocol={self.protocol} {state})"
+
+    __repr__ = __str__
 
 
 async def _answer_peer_close(ws: WebSocket, code: int, reason: str | None) -> CloseReceived:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -332,3 +333,41 @@ async def test_handshake_during_shutdown_is_refused_with_503(serve: ClientFactor
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/ws")
     assert refused.value.status == 503
+
+
+async def test_finished_sessions_are_freed_without_the_cyclic_gc(serve: ClientFactory) -> None:
+    # Reference cycles would keep every handshake's objects (and aiohttp's
+    # request and protocol behind them) alive until a GC run, costing memory
+    # and CPU per connection.
+    from aiohttp_spry.websocket import EventWebSocket, UpgradeResponse
+
+    spry = Spry()
+
+    @spry.route("/ws")
+    def route(event: Event) -> web.StreamResponse:
+        if not event.ws.is_upgrade_request:
+            return web.Response(text="fallback")
+        return event.ws.upgrade(echo)
+
+    client = await serve(spry)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert await (await client.get("/ws")).text() == "fallback"
+            conn = await RawWebSocket.connect("127.0.0.1", client.port)
+            assert (await conn.request("/ws")).status == 101
+            await conn.send_frame(0x8, close_payload(1000))
+            assert (await conn.read_until_close()).close_code == 1000
+            assert await conn.read_to_eof() == b""
+            await conn.aclose()
+        for _ in range(50):
+            if not Spry.sessions(client.app):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        ours = (Event, EventWebSocket, UpgradeResponse, WebSocket)
+        alive = [type(o).__name__ for o in gc.get_objects() if type(o) in ours]
+        assert alive == []
+    finally:
+        gc.enable()
