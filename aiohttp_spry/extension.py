@@ -324,14 +324,14 @@ class Spry:
             event = Event(request, settings)
             try:
                 if chain:
-                    response = await run_chain(chain, event, lambda: call_handler(event))
+                    result = await run_chain(chain, event, lambda: call_handler(event))
                 elif is_async:  # the hot path: no extra coroutine per request
-                    response = to_response(await handler(event))
+                    result = await handler(event)
                 else:
-                    response = await call_handler(event)
-                if type(response) is UpgradeResponse:  # exact: cheaper than an ABC check
-                    return await run_session(response, event)
-                return response
+                    result = await call_handler(event)
+                if type(result) is UpgradeResponse:  # exact: cheaper than an ABC check
+                    return await run_session(result, event)
+                return to_response(result)
             except web.HTTPException:
                 raise
             except Exception as error:
