@@ -1,0 +1,1 @@
+"""Benchmark harness for aiohttp_spry: ``python -m bench`` (see bench/README.md)."""
