@@ -60,14 +60,15 @@ class _FirstFrameMaskCheck:
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         if self._closing is not None:
             return False, b""  # refused: drop whatever else the peer sends
-        head = self._head + bytes(data)
-        if len(head) < 2:
-            self._head = head
-            return False, b""
-        if head[1] & 0x80:
+        if self._head or len(data) < 2:  # rare: the header came split
+            data = self._head + bytes(data)
+            if len(data) < 2:
+                self._head = data
+                return False, b""
+        if data[1] & 0x80:
             # Checked once: from now on aiohttp's parser gets the bytes directly.
             setattr(self._protocol, _PARSER_ATTRIBUTE, self._parser)
-            return self._parser.feed_data(head)
+            return self._parser.feed_data(data)
         self._refuse()
         return False, b""
 
