@@ -21,6 +21,7 @@ from .pipeline import (
     check_error_handler,
     check_middleware,
     handle_error,
+    innermost_first,
     run_chain,
 )
 from .responses import to_response
@@ -295,9 +296,9 @@ class Spry:
     def _compile(self, route: Route) -> tuple[tuple[Middleware, ...], tuple[ErrorHandler, ...]]:
         """The middleware chain (outer first) and error handlers (innermost first) of a route."""
         chain = [s.function for s in self._middleware if s.scope.covers_route(route.path)]
-        scoped = [s for s in self._error_handlers if s.scope.covers_route(route.path)]
-        scoped.sort(key=lambda s: (-s.scope.depth, -s.order))
-        handlers = [s.function for s in scoped]
+        handlers = innermost_first(
+            [s for s in self._error_handlers if s.scope.covers_route(route.path)]
+        )
         if route.on_error is not None:
             handlers.insert(0, route.on_error)
         return (*chain, *route.middleware), tuple(handlers)
@@ -356,10 +357,9 @@ class Spry:
         scoped = [s for s in self._error_handlers if s.scope.covers_request(request.path)]
         if not scoped:
             return await handler(request)
-        scoped.sort(key=lambda s: (-s.scope.depth, -s.order))
         error = NotFoundError(request.method, request.path)
         event = Event(request, self.settings)
-        return await handle_error(error, event, [s.function for s in scoped], debug=self.debug)
+        return await handle_error(error, event, innermost_first(scoped), debug=self.debug)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await close_all(app[SESSIONS_KEY], self.shutdown_timeout)

@@ -111,6 +111,13 @@ class Scoped:
     order: int
 
 
+def innermost_first(handlers: list[Scoped]) -> list[ErrorHandler]:
+    """Error handlers in the order they are tried: deeper scopes first, then the
+    later registration first within one scope."""
+    ordered = sorted(handlers, key=lambda s: (-s.scope.depth, -s.order))
+    return [s.function for s in ordered]
+
+
 async def run_chain(
     chain: Sequence[Middleware], event: Event, innermost: Next, index: int = 0
 ) -> web.StreamResponse:
