@@ -16,6 +16,7 @@ from .event import Event
 from .extension import SPRY_KEY, Spry
 from .file_routes import RouteConflictError
 from .pipeline import ErrorHandler, Middleware, Next, NotFoundError
+from .pubsub import Broker, MemoryBroker, broker_from_url
 from .responses import Response
 from .sessions import SESSIONS_KEY
 from .settings import WebSocketOptions, WebSocketSettings
@@ -35,11 +36,13 @@ __all__ = [
     "SESSIONS_KEY",
     "SPRY_KEY",
     "BinaryDataReceived",
+    "Broker",
     "CloseCode",
     "CloseReceived",
     "ErrorHandler",
     "Event",
     "HTTPError",
+    "MemoryBroker",
     "Middleware",
     "Next",
     "NotFoundError",
@@ -53,4 +56,5 @@ __all__ = [
     "WebSocketOptions",
     "WebSocketSettings",
     "__version__",
+    "broker_from_url",
 ]

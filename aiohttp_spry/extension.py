@@ -24,6 +24,7 @@ from .pipeline import (
     innermost_first,
     run_chain,
 )
+from .pubsub import FANOUT_KEY, Broker, Fanout, broker_from_url
 from .responses import to_response
 from .sessions import SESSIONS_KEY, SessionRegistry, close_all, run_session
 from .settings import WebSocketOptions, WebSocketSettings
@@ -86,6 +87,12 @@ class Spry:
             to finish their 1001 close handshake before dropping them.
         max_sessions: the most WebSocket sessions one application holds at
             once; handshakes past it get 503. ``None`` (default): no cap.
+        broker: how published messages reach other processes: ``None``
+            (default) for in-memory (this process only), a URL such as
+            ``"redis://127.0.0.1:6379/0"``, or a :class:`~aiohttp_spry.pubsub.Broker`
+            (one per application). :meth:`init_app` can set its own.
+        max_queued: the most published messages a slow subscriber may have
+            waiting (its send buffer full); one more closes it with 1008.
         **websocket: WebSocket defaults (``heartbeat``, ``max_msg_size``,
             ``compress``, ``receive_timeout``, ``send_timeout``,
             ``strict_protocols``, ``allowed_origins``); see
@@ -100,8 +107,12 @@ class Spry:
         debug: bool = False,
         shutdown_timeout: float = 3.0,
         max_sessions: int | None = None,
+        broker: Broker | str | None = None,
+        max_queued: int = 1000,
         **websocket: Unpack[WebSocketOptions],
     ) -> None:
+        if max_queued < 1:
+            raise ValueError(f"max_queued must be >= 1, got {max_queued!r}")
         if shutdown_timeout <= 0:
             raise ValueError(f"shutdown_timeout must be > 0 seconds, got {shutdown_timeout!r}")
         if max_sessions is not None and max_sessions < 1:
@@ -109,6 +120,8 @@ class Spry:
         self.debug = debug
         self.shutdown_timeout = shutdown_timeout
         self.max_sessions = max_sessions
+        self.max_queued = max_queued
+        self._broker = broker
         self.settings = WebSocketSettings().evolve_from(**websocket)
         self._routes: list[Route] = []
         self._apps: list[web.Application] = []
@@ -122,19 +135,29 @@ class Spry:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: web.Application) -> None:
+    def init_app(self, app: web.Application, *, broker: Broker | str | None = None) -> None:
         """Register this extension's routes on ``app`` and close its sessions on shutdown.
 
         Routes declared later are added to ``app`` too, until it starts.
+        ``broker`` (else the one given to :class:`Spry`, else in-memory) starts
+        with the application and closes at its cleanup.
 
         Raises:
             RuntimeError: ``app`` already has a Spry extension.
+            ValueError: ``broker`` is a URL of an unknown scheme.
         """
         if SPRY_KEY in app:
             raise RuntimeError(f"{app!r} already has a Spry extension; call init_app() once")
+        chosen = broker if broker is not None else self._broker
+        fanout = Fanout(
+            chosen if isinstance(chosen, Broker) else broker_from_url(chosen), self.max_queued
+        )
         app[SPRY_KEY] = self
         app[SESSIONS_KEY] = SessionRegistry(self.max_sessions)
+        app[FANOUT_KEY] = fanout
+        app.on_startup.append(fanout.start)
         app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(fanout.close)
         self._apps.append(app)
         for route in self._routes:
             self._register(app, route)
@@ -276,6 +299,35 @@ class Spry:
                 middleware=route.middleware,
                 on_error=route.on_error,
             )(route.handler)
+
+    async def publish(self, app: web.Application, topic: str, data: Any) -> int:
+        """Send ``data`` to every subscriber of ``topic``, in every process.
+
+        For HTTP routes and background tasks (a session uses
+        :meth:`WebSocket.publish <aiohttp_spry.WebSocket.publish>`, which skips
+        the sender). ``str`` → text message, ``bytes`` → binary, anything else
+        → JSON text, encoded once.
+
+        Example:
+            >>> @spry.route("/rooms/{room}/announce", methods=["POST"])
+            ... async def announce(event: Event) -> dict[str, int]:
+            ...     text = await event.request.text()
+            ...     sent = await spry.publish(event.app, f"room:{event.params['room']}", text)
+            ...     return {"delivered_here": sent}
+
+        Returns:
+            How many sessions of this process it was delivered or queued to.
+
+        Raises:
+            TypeError: ``data`` is not JSON-serializable.
+            KeyError: ``app`` was not initialised with Spry.
+        """
+        return app[FANOUT_KEY].publish(topic, data)
+
+    @staticmethod
+    def subscribers(app: web.Application, topic: str) -> frozenset[WebSocket]:
+        """The sessions of this process subscribed to ``topic`` on ``app`` right now."""
+        return app[FANOUT_KEY].subscribers(topic)
 
     @staticmethod
     def sessions(app: web.Application) -> tuple[WebSocket, ...]:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .errors import HTTPError
 from .masking import require_masked_first_frame
+from .pubsub.fanout import ENDED, FANOUT_KEY
 from .websocket import (
     CloseCode,
     PeerNotReadingError,
@@ -95,16 +96,25 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
     try:
         await response.session(ws)
     except asyncio.CancelledError:
-        registry.sessions.discard(ws)
+        _end(ws, registry)
         raise
     except Exception as exc:
         await _fail(ws, response, exc)
     else:
         if not ws.closed:
             await response.close(code=CloseCode.OK)
-    registry.sessions.discard(ws)
+    _end(ws, registry)
     logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
     return response
+
+
+def _end(ws: WebSocket, registry: SessionRegistry) -> None:
+    """Forget a finished session: the registry, and every topic it subscribed to."""
+    registry.sessions.discard(ws)
+    if ws._topics is None and ws._backlog is None:
+        ws._topics = ENDED  # never subscribed: nothing to leave
+    else:
+        ws.event.request.app[FANOUT_KEY].drop(ws)
 
 
 async def _fail(ws: WebSocket, response: UpgradeResponse, exc: Exception) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
 
@@ -29,6 +30,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http import HttpVersion11
 
 from .errors import HTTPError
+from .pubsub.fanout import FANOUT_KEY, Backlog, Fanout
 from .settings import WebSocketOptions, WebSocketSettings, normalize_origin
 
 if TYPE_CHECKING:
@@ -380,7 +382,16 @@ class WebSocket:
         ...             await ws.send_json({"echo": message.text})
     """
 
-    __slots__ = ("_done", "_high_water", "_response", "_transport", "event")
+    __slots__ = (
+        "_backlog",
+        "_done",
+        "_high_water",
+        "_id",
+        "_response",
+        "_topics",
+        "_transport",
+        "event",
+    )
 
     def __init__(self, response: UpgradeResponse) -> None:
         self._response = response
@@ -391,6 +402,17 @@ class WebSocket:
         self._transport = transport
         # Past the transport's high-water mark aiohttp waits for the peer to read.
         self._high_water = transport.get_write_buffer_limits()[1]
+        # Pub/sub state, made on first use: most sessions never subscribe.
+        self._topics: set[str] | frozenset[str] | None = None
+        self._backlog: Backlog | None = None
+        self._id: str | None = None
+
+    @property
+    def id(self) -> str:
+        """A random identifier for this session, unique across processes (16 hex digits)."""
+        if self._id is None:
+            self._id = secrets.token_hex(8)
+        return self._id
 
     @property
     def protocol(self) -> str | None:
@@ -446,7 +468,7 @@ class WebSocket:
             return self._response.send_bytes(data)
         return self._send_to_slow_peer(self._response.send_bytes(data))
 
-    async def _send_to_slow_peer(self, send: Awaitable[None]) -> None:
+    async def _send_to_slow_peer(self, send: Awaitable[object]) -> None:
         """Send while the peer's buffer is full: wait at most ``send_timeout``."""
         timeout = self._response.settings.send_timeout
         try:
@@ -496,6 +518,51 @@ class WebSocket:
                 f"close reason is {len(message)} bytes of UTF-8; the limit is {_MAX_REASON_BYTES}"
             )
         await self._response.close(code=code, message=message)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this session subscribes to."""
+        return frozenset(self._topics or ())
+
+    async def subscribe(self, topic: str) -> None:
+        """Receive every message published to ``topic``: ``await ws.subscribe("room:1")``.
+
+        Returns once messages from other processes will arrive too (or at once
+        while a remote broker is unreachable: the subscription is restored when
+        it is back). Subscribing twice does nothing; a session that ends is
+        unsubscribed from everything.
+
+        Raises:
+            TypeError, ValueError: ``topic`` is not a non-empty ``str``.
+            RuntimeError: the session has ended.
+        """
+        await self._fanout().subscribe(self, topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``. Unsubscribing from a topic not subscribed does nothing."""
+        self._fanout().unsubscribe(self, topic)
+
+    async def publish(self, topic: str, data: Any) -> int:
+        """Send ``data`` to every subscriber of ``topic`` except this session.
+
+        ``str`` goes out as a text message, ``bytes`` as binary, anything else
+        as JSON text, encoded once for all subscribers. Subscribers in other
+        processes get it through the broker. A slow subscriber never delays
+        the others (see :class:`~aiohttp_spry.pubsub.fanout.Fanout`).
+
+        Example:
+            >>> await ws.publish("room:1", {"from": ws.id, "text": "hi"})
+
+        Returns:
+            How many sessions of this process it was delivered or queued to.
+
+        Raises:
+            TypeError: ``data`` is not JSON-serializable.
+        """
+        return self._fanout().publish(topic, data, exclude=self)
+
+    def _fanout(self) -> Fanout:
+        return self.event.request.app[FANOUT_KEY]
 
     def __aiter__(self) -> WebSocket:
         return self
