@@ -1,4 +1,7 @@
-"""``python -m example_app [--host H] [--port P] [--file-routes]``: serve the echo chat."""
+"""``python -m example_app [--host H] [--port P] [--file-routes]``: serve the echo chat and rooms.
+
+The rooms broker comes from ``SPRY_BROKER_URL`` (unset: in-memory).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_file_routes_app() if args.file_routes else create_app()
+    app = (
+        create_file_routes_app() if args.file_routes else create_app()
+    )  # coroutines: run_app awaits them
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -19,9 +19,9 @@ FACTORIES = pytest.mark.parametrize(
 
 @FACTORIES
 async def test_chat_fallback_json(
-    aiohttp_client: Any, factory: Callable[[], web.Application]
+    aiohttp_client: Any, factory: Callable[[], Awaitable[web.Application]]
 ) -> None:
-    client = await aiohttp_client(factory())
+    client = await aiohttp_client(await factory())
     resp = await client.get("/chat")
     assert resp.status == 200
     assert await resp.json() == {
@@ -36,11 +36,11 @@ async def test_chat_fallback_json(
 @pytest.mark.parametrize(("offered", "agreed"), [((), None), (("spry-chat-v1",), "spry-chat-v1")])
 async def test_chat_welcome_echo_binary(
     aiohttp_client: Any,
-    factory: Callable[[], web.Application],
+    factory: Callable[[], Awaitable[web.Application]],
     offered: tuple[str, ...],
     agreed: str | None,
 ) -> None:
-    client = await aiohttp_client(factory())
+    client = await aiohttp_client(await factory())
     async with client.ws_connect("/chat", protocols=offered) as ws:
         assert ws.protocol == agreed
         assert await ws.receive_str() == WELCOME
@@ -51,14 +51,14 @@ async def test_chat_welcome_echo_binary(
 
 
 async def test_private_chat_plain_request_gets_friendly_answer_not_426(aiohttp_client: Any) -> None:
-    client = await aiohttp_client(create_file_routes_app())
+    client = await aiohttp_client(await create_file_routes_app())
     resp = await client.get("/private/chat")
     assert resp.status == 200
     assert (await resp.json())["message"] == "This private endpoint only speaks WebSocket"
 
 
 async def test_private_chat_refuses_upgrade_without_token(aiohttp_client: Any) -> None:
-    client = await aiohttp_client(create_file_routes_app())
+    client = await aiohttp_client(await create_file_routes_app())
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/private/chat?token=wrong")
     assert refused.value.status == 401
@@ -74,7 +74,7 @@ async def test_private_chat_refuses_upgrade_without_token(aiohttp_client: Any) -
 async def test_private_chat_accepts_token(
     aiohttp_client: Any, path: str, headers: dict[str, str]
 ) -> None:
-    client = await aiohttp_client(create_file_routes_app())
+    client = await aiohttp_client(await create_file_routes_app())
     async with client.ws_connect(path, headers=headers) as ws:
         assert await ws.receive_str() == "Connected to the private Spry chat."
         await ws.send_str("psst")
@@ -85,7 +85,7 @@ async def test_private_token_comes_from_environment(
     aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SPRY_PRIVATE_TOKEN", "other")
-    client = await aiohttp_client(create_file_routes_app())
+    client = await aiohttp_client(await create_file_routes_app())
     with pytest.raises(aiohttp.WSServerHandshakeError):
         await client.ws_connect("/private/chat?token=let-me-in")
     async with client.ws_connect("/private/chat?token=other") as ws:
@@ -93,6 +93,6 @@ async def test_private_token_comes_from_environment(
 
 
 async def test_open_chat_needs_no_token_in_file_routes_app(aiohttp_client: Any) -> None:
-    client = await aiohttp_client(create_file_routes_app())
+    client = await aiohttp_client(await create_file_routes_app())
     async with client.ws_connect("/chat") as ws:
         assert await ws.receive_str() == WELCOME
