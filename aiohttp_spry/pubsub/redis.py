@@ -263,6 +263,8 @@ class RedisBroker(Broker):
                 self._pubsub = pubsub
                 self._sent = set(self._wanted)
                 await pubsub.subscribe(liveness, *self._sent)
+                # Topics joined or left while this connection was being made.
+                self._changed.set()
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:
@@ -308,7 +310,7 @@ class RedisBroker(Broker):
             await self._changed.wait()
             self._changed.clear()
             pubsub = self._pubsub
-            if pubsub is None or "subscriber" in self._down:
+            if pubsub is None:
                 continue  # the reconnect subscribes to everything wanted
             join = self._wanted - self._sent
             leave = self._sent - self._wanted
@@ -324,6 +326,8 @@ class RedisBroker(Broker):
             except _LOST as error:
                 # The receiving side sees the same break and reconnects.
                 logger.debug("Redis broker could not (un)subscribe: %s", error)
+            except Exception:
+                logger.exception("Redis broker could not (un)subscribe: %s", self.safe_url)
 
     async def _publish_forever(self) -> None:
         """Send pending messages in order, in pipelined batches; wait out outages."""
@@ -352,6 +356,12 @@ class RedisBroker(Broker):
                 # could deliver it twice.
                 self._lost("publisher", error)
                 self._dropped += len(batch)
+            except Exception:
+                logger.exception(
+                    "Redis broker dropped %d message(s) it could not publish: %s",
+                    len(batch),
+                    self.safe_url,
+                )
 
     async def _wait_until_reachable(self, client: Redis) -> None:
         attempt = 0
