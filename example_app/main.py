@@ -43,12 +43,15 @@ spry.route(f"/rooms/{{room:{ROOM}}}", methods=["GET", "POST"])(room)
 
 
 @spry.route("/stats")
-def stats(event: Event) -> dict[str, int]:
-    """Live counters for operators and soak tests: open sessions, asyncio tasks."""
+def stats(event: Event) -> dict[str, object]:
+    """Live counters for operators and soak tests: open sessions, asyncio tasks, broker."""
+    broker = event.app[FANOUT_KEY].broker
     return {
         "sessions": len(Spry.sessions(event.app)),
         "tasks": len(asyncio.all_tasks()),
         "pid": os.getpid(),
+        "broker": repr(broker),
+        "broker_connected": broker.connected,
     }
 
 
