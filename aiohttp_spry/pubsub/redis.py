@@ -47,6 +47,8 @@ _TEXT: Final = b"t"
 _BINARY: Final = b"b"
 _NODE_BYTES: Final = 8
 _BATCH: Final = 512
+_CLOSE_ATTEMPTS: Final = 5
+_CLOSE_WAIT: Final = 1.0
 
 
 class RedisBroker(Broker):
@@ -112,6 +114,7 @@ class RedisBroker(Broker):
         self._down: set[str] = set()
         self._outage_started = 0.0
         self._dropped = 0
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.safe_url!r})"
@@ -147,10 +150,25 @@ class RedisBroker(Broker):
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
+        self._closing = True
+        # Close the connections first: an operation stuck on one fails at once.
+        await self._drop_pubsub(self._pubsub)
+        if self._client is not None:
+            with contextlib.suppress(*_LOST):
+                await self._client.connection_pool.disconnect()
+        self._changed.set()
+        self._has_pending.set()
+        pending = set(self._tasks)
+        # redis-py's own timeouts can swallow a cancellation on Python < 3.12,
+        # so cancel again (the loops also stop on _closing) and never wait forever.
+        for _ in range(_CLOSE_ATTEMPTS):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=_CLOSE_WAIT)
+        if pending:
+            logger.warning("Redis broker tasks did not stop: %s", [t.get_name() for t in pending])
         self._tasks = []
         if self._pending:
             logger.warning(
@@ -159,16 +177,19 @@ class RedisBroker(Broker):
                 self.safe_url,
             )
             self._pending.clear()
-        await self._drop_pubsub()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        self._release_waiters()
+        self._deliver = None
+
+    def _release_waiters(self) -> None:
+        """Let every ``subscribe()`` waiting for a confirmation return now."""
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
         self._waiters.clear()
-        self._deliver = None
 
     # -- the broker contract ---------------------------------------------------------
 
@@ -181,7 +202,7 @@ class RedisBroker(Broker):
         if channel in self._confirmed:
             return
         self._changed.set()
-        if self._pubsub is None or "subscriber" in self._down:
+        if "subscriber" in self._down or self._closing:
             return  # restored on reconnect; local delivery works meanwhile
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)
@@ -222,6 +243,8 @@ class RedisBroker(Broker):
         else:
             logger.debug("Redis broker %s still down: %s: %s", part, type(error).__name__, error)
         self._down.add(part)
+        if part == "subscriber":
+            self._release_waiters()  # their subscriptions are restored on reconnect
 
     def _back(self, part: str) -> None:
         if part not in self._down:
@@ -242,8 +265,9 @@ class RedisBroker(Broker):
         delay = min(self.reconnect_max, self.reconnect_min * 2.0**attempt)
         return delay * random.uniform(0.8, 1.0)
 
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
+    async def _drop_pubsub(self, pubsub: PubSub | None) -> None:
+        if pubsub is self._pubsub:
+            self._pubsub = None
         self._sent.clear()
         self._confirmed.clear()
         if pubsub is not None:
@@ -253,19 +277,22 @@ class RedisBroker(Broker):
     async def _receive_forever(self) -> None:
         """Hold the subscriber connection: read messages, reconnect when it breaks."""
         assert self._client is not None
+        client = self._client
         # A channel of this node's own keeps the connection subscribed (so read,
         # and an outage noticed) even while no topic has a local subscriber.
         liveness = self.channel_prefix + b"_node:" + self._node.hex().encode()
         attempt = 0
-        while True:
+        while not self._closing:
+            pubsub = client.pubsub()
             try:
-                pubsub = self._client.pubsub()
-                self._pubsub = pubsub
                 self._sent = set(self._wanted)
                 await pubsub.subscribe(liveness, *self._sent)
+                # Only now: a second task using a PubSub that is still
+                # connecting would make it open a second connection.
+                self._pubsub = pubsub
                 # Topics joined or left while this connection was being made.
                 self._changed.set()
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:
                         continue
@@ -280,13 +307,19 @@ class RedisBroker(Broker):
                     elif kind == "unsubscribe":
                         self._confirmed.discard(message["channel"])
             except asyncio.CancelledError:
+                await self._drop_pubsub(pubsub)
                 raise
             except _LOST as error:
                 self._lost("subscriber", error)
             except Exception:
                 logger.exception("Redis broker subscriber failed; reconnecting: %s", self.safe_url)
                 self._down.add("subscriber")
-            await self._drop_pubsub()
+            await self._drop_pubsub(pubsub)
+            # The publisher's pooled connections died with this one: drop them
+            # too, or its next publish would fail on a dead socket after Redis
+            # is back.
+            with contextlib.suppress(*_LOST):
+                await client.connection_pool.disconnect()
             await asyncio.sleep(self._backoff(attempt))
             attempt += 1
 
@@ -306,7 +339,7 @@ class RedisBroker(Broker):
 
     async def _sync_forever(self) -> None:
         """Tell the subscriber connection what local subscribers want, in order."""
-        while True:
+        while not self._closing:
             await self._changed.wait()
             self._changed.clear()
             pubsub = self._pubsub
@@ -334,15 +367,17 @@ class RedisBroker(Broker):
         assert self._client is not None
         client = self._client
         pending = self._pending
-        while True:
+        while not self._closing:
             await self._has_pending.wait()
-            if not pending:
+            if not pending or self._closing:
                 self._has_pending.clear()
                 continue
             if self._down:
                 # Usually the subscriber connection notices an outage first:
                 # hold the messages (bounded) until Redis answers again.
                 await self._wait_until_reachable(client)
+                if self._closing:
+                    break
             batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
             try:
                 async with client.pipeline(transaction=False) as pipe:
@@ -365,7 +400,7 @@ class RedisBroker(Broker):
 
     async def _wait_until_reachable(self, client: Redis) -> None:
         attempt = 0
-        while True:
+        while not self._closing:
             try:
                 await client.ping()
             except _LOST as error:
