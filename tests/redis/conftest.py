@@ -1,0 +1,144 @@
+"""Fixtures for the Redis suite: a real ``redis-server``, in-process apps and example processes.
+
+``redis-server`` is optional on a developer machine: without it these tests
+skip with the reason. With ``SPRY_REQUIRE_OPTIONAL=1`` (CI sets it) a missing
+``redis-server`` fails them instead, so CI cannot go green by skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from aiohttp_spry import Spry
+from tests.e2e.conftest import REPO_ROOT, SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT
+from tests.e2e.conftest import _stop as stop_by_sigint
+from tests.e2e.conftest import _wait_until_listening as wait_until_listening
+from tests.e2e.helpers import HOST, ServerProcess, free_port, subprocess_env
+from tests.redisproc import RedisProcess, redis_server_path
+
+REQUIRE_ENV = "SPRY_REQUIRE_OPTIONAL"
+
+#: ``port = await serve_app(app)``: served like ``web.run_app`` on 127.0.0.1.
+ServeApp = Callable[[web.Application], Awaitable[int]]
+#: ``server = start_example(name, broker_url)``: ``python -m example_app`` on a free port.
+StartExample = Callable[[str, str], ServerProcess]
+
+
+def require_tool(name: str, available: bool, reason: str) -> None:
+    """Skip the test when ``name`` is missing, or fail it under ``SPRY_REQUIRE_OPTIONAL=1``."""
+    if available:
+        return
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{name} is required ({REQUIRE_ENV}=1) but unavailable: {reason}")
+    pytest.skip(f"{name} unavailable: {reason}")
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    """A ``redis-server`` on a free port, NOT started yet (tests start, kill, restart it)."""
+    path = redis_server_path()
+    require_tool("redis-server", path is not None, "apt-get install -y redis-server")
+    assert path is not None
+    redis = RedisProcess(path)
+    try:
+        yield redis
+    finally:
+        redis.cleanup()  # SIGTERM by PID, then SIGKILL; removes its temporary directory
+
+
+@pytest.fixture
+def redis_server(redis_process: RedisProcess) -> RedisProcess:
+    """A running ``redis-server`` on a free 127.0.0.1 port, stopped after the test."""
+    redis_process.start()
+    return redis_process
+
+
+@pytest.fixture
+async def serve_app(redis_process: RedisProcess) -> AsyncIterator[ServeApp]:
+    """Serve apps on 127.0.0.1 as ``web.run_app`` does; clean up (closing brokers) before Redis."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(app: web.Application) -> int:
+        runner = web.AppRunner(app, handler_cancellation=False)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        return int(runner.addresses[0][1])
+
+    yield serve
+    # Let the sessions the test's clients closed end, and their unsubscribes
+    # reach Redis, before closing the brokers: a close() during an in-flight
+    # (un)subscribe hangs (a library bug, see
+    # test_broker_close_right_after_the_last_subscriber_left_returns).
+    for _ in range(250):  # at most 5 s
+        if not any(Spry.sessions(runner.app) for runner in runners):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    for runner in reversed(runners):
+        await asyncio.wait_for(runner.cleanup(), 15.0)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session that ignores proxy settings from the environment."""
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        yield session
+
+
+@pytest.fixture
+def start_example(tmp_path: Path, redis_process: RedisProcess) -> Iterator[StartExample]:
+    """Start ``python -m example_app`` processes on ``SPRY_BROKER_URL``; SIGINT them after."""
+    started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(name: str, broker_url: str) -> ServerProcess:
+        port = free_port()
+        log_path = tmp_path / f"{name}.log"
+        log_file = log_path.open("wb")
+        env = subprocess_env()
+        env["SPRY_BROKER_URL"] = broker_url
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "example_app", "--host", HOST, "--port", str(port)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        started.append((proc, log_file))
+        server = ServerProcess(port=port, proc=proc, log_path=log_path)
+        wait_until_listening(server, STARTUP_TIMEOUT)
+        return server
+
+    try:
+        yield start
+    finally:
+        for proc, log_file in started:
+            try:
+                stop_by_sigint(proc)
+            finally:
+                log_file.close()
+
+
+def stop_by_sigterm(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM (gunicorn's graceful stop), then SIGKILL; only the process this suite started."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=SHUTDOWN_TIMEOUT)

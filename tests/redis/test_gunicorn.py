@@ -1,0 +1,111 @@
+"""gunicorn with two aiohttp workers: one room across both workers, through Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import REPO_ROOT, STARTUP_TIMEOUT
+from tests.e2e.helpers import HOST, ServerProcess, free_port, subprocess_env
+from tests.redisproc import RedisProcess
+
+from .conftest import require_tool, stop_by_sigterm, wait_until_listening
+from .helpers import (
+    CHANNEL_PREFIX,
+    Member,
+    exchange_and_check,
+    numsub,
+    numsub_reaches,
+    until_every_member_listens,
+    wait_numsub,
+    wait_subscriber_connections,
+)
+
+ROOM = "workers"
+CHANNEL = f"{CHANNEL_PREFIX}room:{ROOM}"
+MAX_MEMBERS = 40
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path, redis_server: RedisProcess) -> Iterator[ServerProcess]:
+    """``gunicorn example_app.main:create_app`` with 2 aiohttp workers on Redis; SIGTERM after."""
+    require_tool("gunicorn", GUNICORN.exists(), f"{GUNICORN} missing: pip install gunicorn")
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    env = subprocess_env()
+    env["SPRY_BROKER_URL"] = redis_server.url
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                str(GUNICORN),
+                "example_app.main:create_app",
+                "--worker-class",
+                "aiohttp.GunicornWebWorker",
+                "--workers",
+                "2",
+                "--bind",
+                f"{HOST}:{port}",
+                "--graceful-timeout",
+                "5",
+                "--no-control-socket",
+                "--log-level",
+                "info",
+            ],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        server = ServerProcess(port=port, proc=proc, log_path=log_path)
+        try:
+            wait_until_listening(server, STARTUP_TIMEOUT)
+            yield server
+        finally:
+            stop_by_sigterm(proc)  # the master, by PID; it stops its workers
+
+
+async def test_gunicorn_two_workers_share_a_room_exactly_once(
+    gunicorn: ServerProcess, redis_server: RedisProcess, http: aiohttp.ClientSession
+) -> None:
+    await wait_subscriber_connections(redis_server, 2)  # both workers' brokers are up
+    # Two different worker pids answer /stats (each request on a new connection).
+    pids: set[int] = set()
+    for _ in range(MAX_MEMBERS):
+        async with http.get(
+            f"http://{HOST}:{gunicorn.port}/stats", headers={"Connection": "close"}
+        ) as response:
+            stats = await response.json()
+        assert stats["broker"].startswith("RedisBroker(")
+        pids.add(stats["pid"])
+        if len(pids) == 2:
+            break
+
+    # Open members until both workers have some (both subscribe the room in Redis).
+    members: list[Member] = []
+    while len(members) < 3 or numsub(redis_server, CHANNEL) < 2:
+        assert len(members) < MAX_MEMBERS, (
+            f"{MAX_MEMBERS} members all landed on one worker (pids seen: {pids})"
+        )
+        members.append(await Member.join(http, gunicorn.port, ROOM, f"m{len(members)}"))
+        if len(members) >= 3:
+            # Joining is asynchronous: give the newest member a moment to subscribe.
+            await numsub_reaches(redis_server, CHANNEL, 2, within=0.5)
+    await until_every_member_listens(http, [gunicorn.port], ROOM, members)
+
+    await exchange_and_check(members, per_member=3)
+
+    for member in members:
+        await member.leave()
+    await wait_numsub(redis_server, CHANNEL, 0)
+    assert len(pids) == 2, f"only one worker answered /stats: {pids}"
+    log = gunicorn.log()
+    assert log.count("Booting worker with pid") == 2, log
+    assert "Traceback" not in log and " ERROR " not in log, log
+    print(f"\ngunicorn: {len(members)} members over worker pids {sorted(pids)}")
