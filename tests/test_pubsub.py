@@ -358,3 +358,15 @@ async def test_a_broker_serves_one_application_only() -> None:
 def test_max_queued_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_queued must be >= 1"):
         Spry(max_queued=0)
+
+
+def test_a_redis_url_without_redis_py_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.delitem(sys.modules, "aiohttp_spry.pubsub.redis")
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # import fails as if absent
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'aiohttp_spry\[redis\]'") as err:
+        broker_from_url("redis://:secret@127.0.0.1:6379/0")
+    assert "secret" not in str(err.value)

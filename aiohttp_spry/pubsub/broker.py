@@ -77,8 +77,12 @@ def broker_from_url(url: str | None) -> Broker:
         return MemoryBroker()
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBroker
-
+        try:
+            from .redis import RedisBroker
+        except ImportError as missing:
+            raise ModuleNotFoundError(
+                f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]'"
+            ) from missing
         return RedisBroker(url)
     raise ValueError(
         f"unknown broker URL scheme {scheme!r} in {url!r}: use redis://host:port/db, "
