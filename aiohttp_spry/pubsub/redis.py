@@ -210,6 +210,12 @@ class RedisBroker(Broker):
             await asyncio.wait_for(waiter, self.subscribe_timeout)
         except asyncio.TimeoutError:
             logger.debug("Redis did not confirm %r within %ss", channel, self.subscribe_timeout)
+        finally:
+            waiters = self._waiters.get(channel)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[channel]
 
     def unsubscribe(self, topic: str) -> None:
         self._wanted.discard(self._channel(topic))
