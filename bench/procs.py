@@ -47,6 +47,46 @@ def process_rss(pid: int) -> int:
         return int(statm.read().split()[1]) * PAGE_SIZE
 
 
+def spawn_listening(
+    command: list[str],
+    cpus: set[int] | None,
+    log_path: Path,
+    port: int,
+    label: str,
+    timeout: float,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` from the repository root, pinned to ``cpus``, output to
+    ``log_path``, and wait until it listens on ``port`` (killed if it never does).
+
+    Raises:
+        RuntimeError: it exited or did not listen within ``timeout`` seconds.
+    """
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+    # Children inherit the client's CPU; move the server to its own at once.
+    pin(proc.pid, cpus)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{label} exited with {proc.returncode}: {tail}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"{label} did not listen on {port} within {timeout} s")
+
+
 class Server:
     """One server process: ``python -m bench.servers --kind KIND --port PORT``."""
 
@@ -81,28 +121,10 @@ class Server:
         command += ["--port", str(self.port)]
         if self.gc_stats is not None:
             command += ["--gc-stats", str(self.gc_stats)]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-            )
-        # Children inherit the client's CPU; move the server to its own at once.
-        pin(self.proc.pid, self.cpus)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.label} exited with {self.proc.returncode}: {self.log()}")
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.label} did not listen on {self.port} within {timeout} s")
+        self.proc = spawn_listening(
+            command, self.cpus, self.log_path, self.port, self.label, timeout
+        )
+        return self
 
     def cpu(self) -> float:
         return process_cpu(self.pid)

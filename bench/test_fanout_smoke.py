@@ -9,21 +9,14 @@ counts, every frame decoded), never speed. Run it from the repository root:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.fanout.run import CONTENDERS, QUICK, Config, round_order, run
-
-try:
-    from tests.redisproc import redis_server_path
-except ImportError:  # not run from the repository root
-
-    def redis_server_path() -> str | None:
-        return None
-
+from tests.optional import require_tool
+from tests.redisproc import redis_server_path
 
 HAS_REDIS = redis_server_path() is not None
 
@@ -71,11 +64,8 @@ def test_summary_has_the_ratios(results: dict[str, Any]) -> None:
 
 
 def test_redis_latency_stream_is_exact(results: dict[str, Any]) -> None:
-    if not HAS_REDIS:
-        # Like the other optional tools: a skip on a laptop, a failure in CI.
-        if os.environ.get("SPRY_REQUIRE_OPTIONAL") == "1":
-            pytest.fail("redis-server is required (SPRY_REQUIRE_OPTIONAL=1) but not installed")
-        pytest.skip("no redis-server (apt-get install redis-server)")
+    # Like the other optional tools: a skip on a laptop, a failure in CI.
+    require_tool("redis-server", HAS_REDIS, "apt-get install -y redis-server")
     redis = results["redis"]
     assert redis is not None
     assert redis["numsub"] == 2  # both processes subscribed in Redis

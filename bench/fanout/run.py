@@ -30,7 +30,6 @@ import resource
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,8 +41,15 @@ from typing import Any
 
 import attrs
 
-from bench.procs import ROOT, cpu_count, free_port, pin, process_cpu, process_rss
-from bench.servers import HOST
+from bench.procs import (
+    ROOT,
+    cpu_count,
+    free_port,
+    pin,
+    process_cpu,
+    process_rss,
+    spawn_listening,
+)
 from bench.system import CpuTimes, git_revision, machine_facts, package_versions
 
 from . import report
@@ -133,27 +139,10 @@ class Proc:
 
     def start(self, timeout: float = 30.0) -> Proc:
         command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.args]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-            )
-        pin(self.proc.pid, self.cpus)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log()}")
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not listen on {self.port} within {timeout} s")
+        self.proc = spawn_listening(
+            command, self.cpus, self.log_path, self.port, self.name, timeout
+        )
+        return self
 
     def cpu(self) -> float:
         return process_cpu(self.pid)

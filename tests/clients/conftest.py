@@ -19,6 +19,7 @@ import pytest
 # The e2e suite's fixtures: ``server`` starts ``python -m example_app`` on a free
 # 127.0.0.1 port and stops it by PID afterwards; ``server_args`` feeds it.
 from tests.e2e.conftest import server, server_args  # noqa: F401
+from tests.optional import require_tool
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -38,16 +39,6 @@ CHROMIUM_ARGS = [
     "--no-proxy-server",
 ]
 LAUNCH_TIMEOUT_MS = 30_000
-REQUIRE_ENV = "SPRY_REQUIRE_OPTIONAL"
-
-
-def require_tool(name: str, available: bool, reason: str) -> None:
-    """Skip the test when ``name`` is missing, or fail it under ``SPRY_REQUIRE_OPTIONAL=1``."""
-    if available:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{name} is required ({REQUIRE_ENV}=1) but unavailable: {reason}")
-    pytest.skip(f"{name} unavailable: {reason}")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ skip with the reason. With ``SPRY_REQUIRE_OPTIONAL=1`` (CI sets it) a missing
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -25,23 +24,13 @@ from tests.e2e.conftest import REPO_ROOT, SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT
 from tests.e2e.conftest import _stop as stop_by_sigint
 from tests.e2e.conftest import _wait_until_listening as wait_until_listening
 from tests.e2e.helpers import HOST, ServerProcess, free_port, subprocess_env
+from tests.optional import require_tool
 from tests.redisproc import RedisProcess, redis_server_path
-
-REQUIRE_ENV = "SPRY_REQUIRE_OPTIONAL"
 
 #: ``port = await serve_app(app)``: served like ``web.run_app`` on 127.0.0.1.
 ServeApp = Callable[[web.Application], Awaitable[int]]
 #: ``server = start_example(name, broker_url)``: ``python -m example_app`` on a free port.
 StartExample = Callable[[str, str], ServerProcess]
-
-
-def require_tool(name: str, available: bool, reason: str) -> None:
-    """Skip the test when ``name`` is missing, or fail it under ``SPRY_REQUIRE_OPTIONAL=1``."""
-    if available:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{name} is required ({REQUIRE_ENV}=1) but unavailable: {reason}")
-    pytest.skip(f"{name} unavailable: {reason}")
 
 
 @pytest.fixture
