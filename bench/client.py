@@ -106,26 +106,32 @@ def _no_server_cpu() -> float:
     return 0.0
 
 
+def read_handshake(sock: socket.socket, limit: int = 65536) -> bytes:
+    """Read and check the server's 101 (blocking); return the bytes that came after it."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(8192)
+        if not chunk:
+            raise ConnectionError(f"closed during the handshake after {head!r}")
+        head += chunk
+        if len(head) > limit:
+            raise ConnectionError(f"handshake response over {limit} bytes")
+    end = head.index(b"\r\n\r\n")
+    problem = check_handshake_response(head[:end])
+    if problem is not None:
+        raise ConnectionError(f"handshake: {problem}")
+    return head[end + 4 :]
+
+
 def open_websocket(port: int, timeout: float = 10.0) -> socket.socket:
     """Connect and do the opening handshake by hand (blocking); a non-blocking socket back."""
     sock = socket.create_connection((HOST, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(handshake_request(port))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(8192)
-            if not chunk:
-                raise ConnectionError(f"closed during the handshake after {head!r}")
-            head += chunk
-            if len(head) > 8192:
-                raise ConnectionError("handshake response over 8 KiB")
-        end = head.index(b"\r\n\r\n")
-        problem = check_handshake_response(head[:end])
-        if problem is not None:
-            raise ConnectionError(f"handshake: {problem}")
-        if head[end + 4 :]:
-            raise ConnectionError(f"unexpected bytes after the 101: {head[end + 4 :]!r}")
+        rest = read_handshake(sock)
+        if rest:
+            raise ConnectionError(f"unexpected bytes after the 101: {rest!r}")
     except BaseException:
         sock.close()
         raise

@@ -42,7 +42,7 @@ from bench.frames import (
 from bench.procs import ROOT, Server, cpu_count, pin
 from bench.profiling import Recorder, parse_collapsed, py_spy
 from bench.servers import HOST, KINDS
-from bench.system import CpuTimes, git_revision, machine_facts, package_versions
+from bench.system import CpuTimes, git_revision, machine_facts, package_versions, revision_change
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "raw"
@@ -624,11 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     outcome = harness.run()
     revision_after = git_revision(ROOT)
-    if revision_after != revision_before:
-        harness.notes.append(
-            f"aiohttp_spry changed during the run ({revision_before} at the start, "
-            f"{revision_after} at the end): rounds may have measured different code"
-        )
+    changed = revision_change(revision_before, revision_after)
+    if changed is not None:
+        harness.notes.append(changed)
     context = {
         "command": command,
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),

@@ -61,6 +61,16 @@ def wrk_version() -> str | None:
     return first[0].split("Copyright")[0].strip() if first else None
 
 
+def revision_change(before: str, after: str) -> str | None:
+    """A note for the results when aiohttp_spry changed during a run, else ``None``."""
+    if after == before:
+        return None
+    return (
+        f"aiohttp_spry changed during the run ({before} at the start, {after} at the end): "
+        "rounds may have measured different code"
+    )
+
+
 def git_revision(root: Path) -> str:
     try:
         rev = subprocess.run(

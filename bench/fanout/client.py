@@ -30,8 +30,8 @@ from typing import Any
 
 import attrs
 
-from bench.client import HOST, Totals, close_all
-from bench.frames import OP_TEXT, check_handshake_response, handshake_request, parse_frame
+from bench.client import HOST, Totals, close_all, read_handshake
+from bench.frames import OP_TEXT, handshake_request, parse_frame
 from bench.system import CpuTimes
 
 from .wire import (
@@ -59,23 +59,6 @@ WS = "ws"
 SIO = "sio"
 
 
-def _read_head(sock: socket.socket) -> bytes:
-    """Read the handshake response; returns the bytes after it (a server may talk first)."""
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(8192)
-        if not chunk:
-            raise ConnectionError(f"closed during the handshake after {head!r}")
-        head += chunk
-        if len(head) > 65536:
-            raise ConnectionError("handshake response over 64 KiB")
-    end = head.index(b"\r\n\r\n")
-    problem = check_handshake_response(head[:end])
-    if problem is not None:
-        raise ConnectionError(f"handshake: {problem}")
-    return head[end + 4 :]
-
-
 def _read_frame(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
     """Blocking: the next frame's payload (must be an unmasked text frame), and what follows."""
     while True:
@@ -97,7 +80,7 @@ def open_ws(port: int, path: str, timeout: float = 10.0) -> tuple[socket.socket,
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(handshake_request(port, path))
-        return sock, _read_head(sock)
+        return sock, read_handshake(sock)
     except BaseException:
         sock.close()
         raise

@@ -50,7 +50,7 @@ from bench.procs import (
     process_rss,
     spawn_listening,
 )
-from bench.system import CpuTimes, git_revision, machine_facts, package_versions
+from bench.system import CpuTimes, git_revision, machine_facts, package_versions, revision_change
 
 from . import report
 from .client import SIO, WS, BurstResult, Control, FanoutClient, LatencyResult
@@ -846,11 +846,9 @@ def run(config: Config, command: str, log: Callable[[str], None] = print) -> dic
     )
     outcome = harness.run()
     revision_after = git_revision(ROOT)
-    if revision_after != revision_before:
-        harness.notes.append(
-            f"aiohttp_spry changed during the run ({revision_before} at the start, "
-            f"{revision_after} at the end)"
-        )
+    changed = revision_change(revision_before, revision_after)
+    if changed is not None:
+        harness.notes.append(changed)
     versions = package_versions()
     for name in ("python-socketio", "python-engineio", "redis"):
         try:
