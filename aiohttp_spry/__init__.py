@@ -1,33 +1,35 @@
 """aiohttp_spry: Spry-style routes and route-level WebSocket upgrades for aiohttp.
 
-from aiohttp import web
-from aiohttp_spry import Event, Response, Spry
+Public names only; each lives in the module of its job (README "Architecture")::
 
-app = web.Application()
-spry = Spry(app)
+    from aiohttp import web
+    from aiohttp_spry import Event, Spry
 
-@spry.route("/hello/{name}")
-def hello(event: Event) -> dict[str, str]:
-    return {"hello": event.params["name"]}
+    app = web.Application()
+    spry = Spry(app)
+
+    @spry.route("/hello/{name}")
+    def hello(event: Event) -> dict[str, str]:
+        return {"hello": event.params["name"]}
 """
 
-from .errors import HTTPError
 from .event import Event
+from .exceptions import HTTPError, NotFoundError, PeerNotReadingError, RouteConflictError
 from .extension import SPRY_KEY, Spry
-from .file_routes import RouteConflictError
-from .pipeline import ErrorHandler, Middleware, Next, NotFoundError
+from .pipeline import ErrorHandler, Middleware, Next
 from .pubsub import Broker, MemoryBroker, broker_from_url
 from .responses import Response
-from .sessions import SESSIONS_KEY
 from .settings import WebSocketOptions, WebSocketSettings
 from .websocket import (
+    SESSIONS_KEY,
     BinaryDataReceived,
     CloseCode,
     CloseReceived,
-    PeerNotReadingError,
+    EventWebSocket,
     TextDataReceived,
     UpgradeResponse,
     WebSocket,
+    WebSocketMessage,
 )
 
 __version__ = "0.1.0"
@@ -41,6 +43,7 @@ __all__ = [
     "CloseReceived",
     "ErrorHandler",
     "Event",
+    "EventWebSocket",
     "HTTPError",
     "MemoryBroker",
     "Middleware",
@@ -53,6 +56,7 @@ __all__ = [
     "TextDataReceived",
     "UpgradeResponse",
     "WebSocket",
+    "WebSocketMessage",
     "WebSocketOptions",
     "WebSocketSettings",
     "__version__",

@@ -9,7 +9,7 @@ from multidict import CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from .settings import WebSocketSettings
-from .websocket import EventWebSocket
+from .websocket.handshake import EventWebSocket
 
 
 class Event:
@@ -17,25 +17,26 @@ class Event:
 
     Built for every request, so it stores only the request and the route's
     settings; everything else is read from the request when asked for, and
-    ``locals`` is created on first use.
+    ``locals`` and ``ws`` are made on first use.
 
-    Example:
-        >>> @spry.route("/rooms/{room}")
-        ... def room(event: Event) -> dict[str, Any]:
-        ...     return {"room": event.params["room"], "q": event.query.get("q")}
+    Example::
+
+        @spry.route("/rooms/{room}")
+        def room(event: Event) -> dict[str, Any]:
+            return {"room": event.params["room"], "q": event.query.get("q")}
 
     Attributes:
         request: the aiohttp request.
         settings: the WebSocket settings of the route that matched.
     """
 
-    __slots__ = ("_locals", "_upgraded", "request", "settings")
+    __slots__ = ("_locals", "_ws", "request", "settings")
 
     def __init__(self, request: web.Request, settings: WebSocketSettings) -> None:
         self.request = request
         self.settings = settings
         self._locals: dict[str, Any] | None = None
-        self._upgraded = False  # event.ws.upgrade() was called
+        self._ws: EventWebSocket | None = None
 
     @property
     def app(self) -> web.Application:
@@ -91,12 +92,15 @@ class Event:
 
     @property
     def ws(self) -> EventWebSocket:
-        """The WebSocket side of this request: checks, protocols and ``upgrade()``.
+        """The WebSocket side of this request: checks, protocols and ``upgrade()``."""
+        if self._ws is None:
+            self._ws = EventWebSocket(self.request, self.settings)
+        return self._ws
 
-        A small view made on each access, not stored: storing it would make a
-        reference cycle that only the cyclic GC could free.
-        """
-        return EventWebSocket(self)
+    @property
+    def upgraded(self) -> bool:
+        """Whether ``event.ws.upgrade()`` accepted this request."""
+        return self._ws is not None and self._ws.upgraded
 
     def __str__(self) -> str:
         return f"Event({self.method} {self.pathname} peer={self.peer})"

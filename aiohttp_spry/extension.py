@@ -1,83 +1,65 @@
-"""Spry: the extension object, its routes, and the wrapper that runs them on aiohttp."""
+"""Spry: the extension object: configuration, ``init_app``, and the decorators."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import attrs
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from .event import Event
+from .endpoint import Handler, NotFoundMiddleware, Route, RouteEndpoint
 from .file_routes import scan
 from .pipeline import (
     ErrorHandler,
+    Hooks,
     Middleware,
-    NotFoundError,
     Scope,
-    Scoped,
     check_error_handler,
     check_middleware,
-    handle_error,
-    innermost_first,
-    run_chain,
 )
 from .pubsub import FANOUT_KEY, Broker, Fanout, broker_from_url
-from .responses import to_response
-from .sessions import SESSIONS_KEY, SessionRegistry, close_all, run_session
-from .settings import WebSocketOptions, WebSocketSettings
-from .websocket import UpgradeResponse, WebSocket
+from .settings import ExtensionSettings, WebSocketOptions, WebSocketSettings
+from .websocket.masking import warn_if_unavailable
+from .websocket.session import SESSIONS_KEY, SessionRegistry, WebSocket
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-#: A Spry route handler: sync or async, takes the :class:`Event`.
-Handler = Callable[[Event], Any]
 H = TypeVar("H", bound=Handler)
 M = TypeVar("M", bound=Middleware)
 E = TypeVar("E", bound=ErrorHandler)
-Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_KNOWN_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
-)
-
-
-@attrs.frozen
-class Route:
-    """A route as declared with :meth:`Spry.route`."""
-
-    path: str
-    handler: Handler
-    methods: tuple[str, ...]
-    name: str | None
-    settings: WebSocketSettings
-    middleware: tuple[Middleware, ...] = ()
-    on_error: ErrorHandler | None = None
+_KNOWN_METHODS: Final = frozenset({*hdrs.METH_ALL, hdrs.METH_ANY})
 
 
 class Spry:
     """Spry routes and route-level WebSocket upgrades for an aiohttp application.
 
     Create it with the application, or without one and call :meth:`init_app`
-    later (once per application; one ``Spry`` may serve several). Keyword
-    arguments set extension-wide defaults for every WebSocket (see
-    :class:`WebSocketSettings`); routes and ``upgrade()`` can override them.
+    later (once per application; one ``Spry`` may serve several, and holds
+    them weakly). Keyword arguments set extension-wide defaults for every
+    WebSocket (see :class:`WebSocketSettings`); routes and ``upgrade()`` can
+    override them. Routes, middleware and error handlers are declared before
+    an application starts; after that, declaring one raises ``RuntimeError``.
 
-    Example:
-        >>> app = web.Application()
-        >>> spry = Spry(app)
-        >>> @spry.route("/chat")
-        ... async def chat(event: Event) -> web.StreamResponse:
-        ...     if not event.ws.is_upgrade_request:
-        ...         return Response.json({"mode": "http"})
-        ...     async def session(ws: WebSocket) -> None:
-        ...         async for message in ws.events:
-        ...             if isinstance(message, TextDataReceived):
-        ...                 await ws.send_text(f"Echo: {message.text}")
-        ...     return event.ws.upgrade(session, protocol="spry-chat-v1")
+    Example::
+
+        app = web.Application()
+        spry = Spry(app)
+
+        @spry.route("/chat")
+        async def chat(event: Event) -> web.StreamResponse:
+            if not event.ws.is_upgrade_request:
+                return Response.json({"mode": "http"})
+
+            async def session(ws: WebSocket) -> None:
+                async for message in ws.events:
+                    if isinstance(message, TextDataReceived):
+                        await ws.send_text(f"Echo: {message.text}")
+
+            return event.ws.upgrade(session, protocol="spry-chat-v1")
 
     Args:
         app: the application to initialise now, if any.
@@ -97,6 +79,11 @@ class Spry:
             ``compress``, ``receive_timeout``, ``send_timeout``,
             ``strict_protocols``, ``allowed_origins``); see
             :class:`WebSocketSettings`.
+
+    Raises:
+        TypeError, ValueError: a setting of the wrong type or out of range
+            (the message names it), or a ``broker`` that is neither a
+            :class:`Broker`, a URL nor ``None``.
     """
 
     def __init__(
@@ -111,29 +98,30 @@ class Spry:
         max_queued: int = 1000,
         **websocket: Unpack[WebSocketOptions],
     ) -> None:
-        if max_queued < 1:
-            raise ValueError(f"max_queued must be >= 1, got {max_queued!r}")
-        if shutdown_timeout <= 0:
-            raise ValueError(f"shutdown_timeout must be > 0 seconds, got {shutdown_timeout!r}")
-        if max_sessions is not None and max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1 or None, got {max_sessions!r}")
-        self.debug = debug
-        self.shutdown_timeout = shutdown_timeout
-        self.max_sessions = max_sessions
-        self.max_queued = max_queued
-        self._broker = broker
+        self.config = ExtensionSettings(
+            debug=debug,
+            shutdown_timeout=shutdown_timeout,
+            max_sessions=max_sessions,
+            max_queued=max_queued,
+        )
+        _check_broker(broker)
+        if app is not None:
+            _check_app(app)
         self.settings = WebSocketSettings().evolve_from(**websocket)
+        self._broker = broker
         self._routes: list[Route] = []
-        self._apps: list[web.Application] = []
-        self._middleware: list[Scoped] = []
-        self._error_handlers: list[Scoped] = []
-        # Bumped on every middleware or error handler registration; routes
-        # recompute their chains when it moved.
-        self._generation = 0
+        self._apps: weakref.WeakSet[web.Application] = weakref.WeakSet()
+        self._hooks = Hooks()
+        self._not_found = NotFoundMiddleware(self._hooks, self.settings, debug=debug)
         if routes is not None:
             self.load_routes(routes)
         if app is not None:
             self.init_app(app)
+
+    @property
+    def debug(self) -> bool:
+        """Whether 500 responses carry tracebacks."""
+        return self.config.debug
 
     def init_app(self, app: web.Application, *, broker: Broker | str | None = None) -> None:
         """Register this extension's routes on ``app`` and close its sessions on shutdown.
@@ -143,26 +131,36 @@ class Spry:
         with the application and closes at its cleanup.
 
         Raises:
-            RuntimeError: ``app`` already has a Spry extension.
+            TypeError: ``app`` is not an aiohttp application, or ``broker`` is
+                neither a :class:`Broker`, a URL nor ``None``.
+            RuntimeError: ``app`` already has a Spry extension, or has started.
             ValueError: ``broker`` is a URL of an unknown scheme.
         """
+        _check_app(app)
+        _check_broker(broker)
         if SPRY_KEY in app:
             raise RuntimeError(f"{app!r} already has a Spry extension; call init_app() once")
+        if _started(app):
+            raise RuntimeError(
+                f"{app!r} has already started; call init_app() before running the application"
+            )
         chosen = broker if broker is not None else self._broker
         fanout = Fanout(
-            chosen if isinstance(chosen, Broker) else broker_from_url(chosen), self.max_queued
+            chosen if isinstance(chosen, Broker) else broker_from_url(chosen),
+            self.config.max_queued,
         )
+        for route in self._routes:
+            self._register(app, route)
         app[SPRY_KEY] = self
-        app[SESSIONS_KEY] = SessionRegistry(self.max_sessions)
+        app[SESSIONS_KEY] = SessionRegistry(self.config.max_sessions)
         app[FANOUT_KEY] = fanout
+        app.on_startup.append(_on_startup)
         app.on_startup.append(fanout.start)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(fanout.close)
-        self._apps.append(app)
-        for route in self._routes:
-            self._register(app, route)
-        if self._error_handlers:
-            app.middlewares.append(self._not_found_middleware)
+        if self._hooks.has_error_handlers:
+            app.middlewares.append(self._not_found)
+        self._apps.add(app)
 
     def route(
         self,
@@ -180,31 +178,66 @@ class Spry:
         :class:`Event` and returns an aiohttp response, ``dict``/``list``
         (JSON), ``str`` (text), ``bytes``, ``None`` (204), or the result of
         ``event.ws.upgrade()``. Only the listed methods reach it (aiohttp
-        answers others with 405); ``"*"`` means any. ``middleware`` and
+        answers others with 405); ``"*"`` means any. All of them share one
+        aiohttp resource, which ``name`` names. ``middleware`` and
         ``on_error`` apply to this route alone, innermost (Spry's
         ``defineHandler``). WebSocket keywords override the extension defaults.
 
         Raises:
-            ValueError: an unknown method or an invalid setting.
-            TypeError: a middleware that is not an async function.
+            TypeError: ``path`` is not a ``str`` (``@spry.route`` needs
+                parentheses: ``@spry.route("/path")``), ``methods`` is a
+                ``str``, a middleware is not an async function, or the
+                decorated object is not callable.
+            ValueError: a path not starting with ``/``, an unknown method,
+                a ``name`` already used, or an invalid setting.
+            RuntimeError: an application of this extension has started.
         """
-        checked = tuple(dict.fromkeys(method.upper() for method in methods))
+        if callable(path):
+            raise TypeError(
+                f'@spry.route needs the path in parentheses: write @spry.route("/path") '
+                f"above {getattr(path, '__name__', path)!r}, not @spry.route"
+            )
+        if not isinstance(path, str):
+            raise TypeError(
+                f"route path must be a str like '/chat', got {type(path).__name__} {path!r}"
+            )
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/', got {path!r}")
+        if isinstance(methods, str):
+            raise TypeError(
+                f"route {path!r}: methods takes a list like [{methods!r}], got the str {methods!r}"
+            )
+        checked = tuple(dict.fromkeys(str(method).upper() for method in methods))
         unknown = [method for method in checked if method not in _KNOWN_METHODS]
         if not checked or unknown:
             raise ValueError(
                 f"route {path!r}: methods must be HTTP methods like 'GET' or '*', "
                 f"got {list(methods)}"
             )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"route {path!r}: name must be a str, got {name!r}")
         settings = self.settings.evolve_from(**websocket)
         chain = tuple(check_middleware(mw) for mw in middleware)
         if on_error is not None:
             check_error_handler(on_error)
 
         def decorator(handler: H) -> H:
+            if not callable(handler):
+                raise TypeError(
+                    f"@spry.route({path!r}) decorates a handler function taking (event), "
+                    f"got {type(handler).__name__} {handler!r}"
+                )
+            self._refuse_if_started(f"route {path!r}")
+            if name is not None:
+                for app in self._apps:
+                    if name in app.router.named_resources():
+                        raise ValueError(
+                            f"route {path!r}: the name {name!r} is already used on {app!r}"
+                        )
             route = Route(path, handler, checked, name, settings, chain, on_error)
-            self._routes.append(route)
             for app in self._apps:
                 self._register(app, route)
+            self._routes.append(route)
             return handler
 
         return decorator
@@ -218,18 +251,24 @@ class Spry:
         registration order. They see an upgrade a route returns before its
         session starts, and never run per WebSocket message.
 
-        Example:
-            >>> async def auth(event: Event, next: Next) -> web.StreamResponse:
-            ...     if event.headers.get("Authorization") != "Bearer secret":
-            ...         raise HTTPError(401)
-            ...     return await next()
-            >>> spry.use(auth, path="/admin")
+        Example::
+
+            async def auth(event: Event, next: Next) -> web.StreamResponse:
+                if event.headers.get("Authorization") != "Bearer secret":
+                    raise HTTPError(401)
+                return await next()
+
+            spry.use(auth, path="/admin")
 
         Raises:
             TypeError: ``middleware`` is not an async function.
             ValueError: ``path`` does not start with ``/``.
+            RuntimeError: an application of this extension has started.
         """
-        self._middleware.append(Scoped(Scope.of(path), check_middleware(middleware), self._tick()))
+        scope = Scope.of(path)
+        check_middleware(middleware)
+        self._refuse_if_started(f"middleware {middleware!r}")
+        self._hooks.add_middleware(scope, middleware)
         return middleware
 
     def middleware(self, middleware: M) -> M:
@@ -249,23 +288,27 @@ class Spry:
         handler as :class:`NotFoundError`. aiohttp's ``web.HTTPException``s
         and WebSocket session errors never reach error handlers.
 
-        Example:
-            >>> def friendly_426(error: Exception, event: Event) -> dict[str, str] | None:
-            ...     if isinstance(error, HTTPError) and error.status == 426:
-            ...         return {"message": "connect with a WebSocket client"}
-            ...     return None
-            >>> spry.on_error(friendly_426, path="/private")
+        Example::
+
+            def friendly_426(error: Exception, event: Event) -> dict[str, str] | None:
+                if isinstance(error, HTTPError) and error.status == 426:
+                    return {"message": "connect with a WebSocket client"}
+                return None
+
+            spry.on_error(friendly_426, path="/private")
 
         Raises:
             TypeError: ``handler`` is not callable.
             ValueError: ``path`` does not start with ``/``.
+            RuntimeError: an application of this extension has started.
         """
-        self._error_handlers.append(
-            Scoped(Scope.of(path), check_error_handler(handler), self._tick())
-        )
+        scope = Scope.of(path)
+        check_error_handler(handler)
+        self._refuse_if_started(f"error handler {handler!r}")
+        self._hooks.add_error_handler(scope, handler)
         for app in self._apps:
-            if self._not_found_middleware not in app.middlewares:
-                app.middlewares.append(self._not_found_middleware)
+            if self._not_found not in app.middlewares:
+                app.middlewares.append(self._not_found)
         return handler
 
     def error_handler(self, handler: E) -> E:
@@ -284,7 +327,9 @@ class Spry:
             FileNotFoundError: ``directory`` does not exist.
             RouteConflictError: two files claim one route, or a file is malformed
                 (the message names the files).
+            RuntimeError: an application of this extension has started.
         """
+        self._refuse_if_started(f"routes folder {str(directory)!r}")
         found = scan(directory)
         for hook in found.middleware:
             for middleware in hook.functions:
@@ -308,12 +353,13 @@ class Spry:
         the sender). ``str`` → text message, ``bytes`` → binary, anything else
         → JSON text, encoded once.
 
-        Example:
-            >>> @spry.route("/rooms/{room}/announce", methods=["POST"])
-            ... async def announce(event: Event) -> dict[str, int]:
-            ...     text = await event.request.text()
-            ...     sent = await spry.publish(event.app, f"room:{event.params['room']}", text)
-            ...     return {"delivered_here": sent}
+        Example::
+
+            @spry.route("/rooms/{room}/announce", methods=["POST"])
+            async def announce(event: Event) -> dict[str, int]:
+                text = await event.request.text()
+                sent = await spry.publish(event.app, f"room:{event.params['room']}", text)
+                return {"delivered_here": sent}
 
         Returns:
             How many sessions of this process it was delivered or queued to.
@@ -332,89 +378,52 @@ class Spry:
     @staticmethod
     def sessions(app: web.Application) -> tuple[WebSocket, ...]:
         """The WebSocket sessions open on ``app`` right now."""
-        return tuple(app[SESSIONS_KEY].sessions)
+        return app[SESSIONS_KEY].sessions
 
-    def _tick(self) -> int:
-        self._generation += 1
-        return self._generation
+    def _refuse_if_started(self, what: str) -> None:
+        """Validation before mutation: nothing is recorded for a started application.
+
+        Raises:
+            RuntimeError: an application of this extension has started.
+        """
+        for app in self._apps:
+            if _started(app):
+                raise RuntimeError(
+                    f"cannot add {what}: {app!r} has already started; declare routes, "
+                    "middleware and error handlers before running the application"
+                )
 
     def _register(self, app: web.Application, route: Route) -> None:
-        endpoint = self._endpoint(route)
+        endpoint = RouteEndpoint(route, self._hooks, debug=self.config.debug)
+        resource = app.router.add_resource(route.path, name=route.name)
         for method in route.methods:
-            # One name per method would clash; name the first only.
-            name = route.name if method == route.methods[0] else None
-            app.router.add_route(method, route.path, endpoint, name=name)
-
-    def _compile(self, route: Route) -> tuple[tuple[Middleware, ...], tuple[ErrorHandler, ...]]:
-        """The middleware chain (outer first) and error handlers (innermost first) of a route."""
-        chain = [s.function for s in self._middleware if s.scope.covers_route(route.path)]
-        handlers = innermost_first(
-            [s for s in self._error_handlers if s.scope.covers_route(route.path)]
-        )
-        if route.on_error is not None:
-            handlers.insert(0, route.on_error)
-        return (*chain, *route.middleware), tuple(handlers)
-
-    def _endpoint(self, route: Route) -> Endpoint:
-        handler = route.handler
-        settings = route.settings
-        is_async = inspect.iscoroutinefunction(handler)
-        generation = -1
-        chain: tuple[Middleware, ...] = ()
-        error_handlers: tuple[ErrorHandler, ...] = ()
-
-        async def call_handler(event: Event) -> web.StreamResponse:
-            result = await handler(event) if is_async else handler(event)
-            if not is_async and inspect.isawaitable(result):
-                result = await result
-            return to_response(result)
-
-        async def endpoint(request: web.Request) -> web.StreamResponse:
-            nonlocal generation, chain, error_handlers
-            if generation != self._generation:
-                chain, error_handlers = self._compile(route)
-                generation = self._generation
-            event = Event(request, settings)
-            try:
-                if chain:
-                    result = await run_chain(chain, event, lambda: call_handler(event))
-                elif is_async:  # the hot path: no extra coroutine per request
-                    result = await handler(event)
-                else:
-                    result = await call_handler(event)
-                if type(result) is UpgradeResponse:  # exact: cheaper than an ABC check
-                    return await run_session(result, event)
-                return to_response(result)
-            except web.HTTPException:
-                raise
-            except Exception as error:
-                return await handle_error(error, event, error_handlers, debug=self.debug)
-
-        endpoint.__name__ = getattr(handler, "__name__", "endpoint")
-        endpoint.__qualname__ = getattr(handler, "__qualname__", endpoint.__name__)
-        return endpoint
-
-    @web.middleware
-    async def _not_found_middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        """Offer a 404 under a scope with error handlers to those handlers.
-
-        Installed only once this extension has error handlers, so applications
-        without any pay nothing for it.
-        """
-        missing = request.match_info.http_exception
-        if missing is None or missing.status != 404:
-            return await handler(request)
-        scoped = [s for s in self._error_handlers if s.scope.covers_request(request.path)]
-        if not scoped:
-            return await handler(request)
-        error = NotFoundError(request.method, request.path)
-        event = Event(request, self.settings)
-        return await handle_error(error, event, innermost_first(scoped), debug=self.debug)
+            resource.add_route(method, endpoint.handle)
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        await close_all(app[SESSIONS_KEY], self.shutdown_timeout)
+        await app[SESSIONS_KEY].close_all(self.config.shutdown_timeout)
+
+
+def _started(app: web.Application) -> bool:
+    # aiohttp freezes on_startup just before running it, and pre-freezes an
+    # application added as a sub-application: either way its routes are fixed.
+    return app.on_startup.frozen or app.pre_frozen
+
+
+def _check_app(app: object) -> None:
+    if not isinstance(app, web.Application):
+        raise TypeError(f"app must be an aiohttp web.Application, got {type(app).__name__} {app!r}")
+
+
+def _check_broker(broker: object) -> None:
+    if broker is not None and not isinstance(broker, (Broker, str)):
+        raise TypeError(
+            "broker must be a Broker (such as MemoryBroker()), a URL str such as "
+            f"'redis://127.0.0.1:6379/0', or None; got {type(broker).__name__} {broker!r}"
+        )
+
+
+async def _on_startup(app: web.Application) -> None:
+    warn_if_unavailable()
 
 
 #: The :class:`Spry` an application was initialised with.

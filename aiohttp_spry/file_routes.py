@@ -20,6 +20,7 @@ with a :class:`RouteConflictError` naming both.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import importlib.util
 import re
@@ -31,19 +32,24 @@ from typing import Any
 
 import attrs
 
+from .exceptions import RouteConflictError
+
 _METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _CATCH_ALL = re.compile(rf"^\[\.\.\.(?P<name>{_NAME})\]$")
 _REGEX_PARAM = re.compile(rf"^\[(?P<name>{_NAME})\((?P<regex>.+)\)\]$")
 _PARAM = re.compile(rf"^\[(?P<name>{_NAME})\]$")
 
-# Registration order within one position: static, then regex, then plain
-# parameters, then catch-alls, so aiohttp tries the most specific first.
-_STATIC, _REGEX, _PLAIN, _REST = range(4)
 
+class SegmentKind(enum.IntEnum):
+    """What a path segment matches, in registration order within one position:
+    static first, then regex, then plain parameters, then catch-alls, so
+    aiohttp tries the most specific first."""
 
-class RouteConflictError(ValueError):
-    """Two files (or one malformed file) in a routes folder cannot both be served."""
+    STATIC = 0
+    REGEX = 1
+    PLAIN = 2
+    REST = 3
 
 
 @attrs.frozen
@@ -51,7 +57,7 @@ class Segment:
     """One path segment parsed from a file or folder name."""
 
     source: Path
-    kind: int
+    kind: SegmentKind
     text: str  # the aiohttp form: "chat", "{id}", "{id:[0-9]+}", "{slug:.+}"
     name: str | None = None  # parameter name
     regex: str | None = None
@@ -59,7 +65,7 @@ class Segment:
     @property
     def shape(self) -> str:
         """The segment with its parameter name erased: what a request can tell apart."""
-        if self.kind == _STATIC:
+        if self.kind is SegmentKind.STATIC:
             return self.text
         return f"{{:{self.regex}}}" if self.regex is not None else "{}"
 
@@ -128,7 +134,7 @@ def _walk(folder: Path, prefix: tuple[Segment, ...]) -> Iterator[tuple[Path, tup
     for child in sorted(folder.iterdir()):
         if child.is_dir() and not child.name.startswith(("_", ".")):
             segment = _segment(child, child.name)
-            if segment.kind == _REST:
+            if segment.kind is SegmentKind.REST:
                 raise RouteConflictError(
                     f"{child}: a catch-all [...{segment.name}] must be a file, not a folder"
                 )
@@ -137,21 +143,23 @@ def _walk(folder: Path, prefix: tuple[Segment, ...]) -> Iterator[tuple[Path, tup
 
 def _segment(source: Path, name: str) -> Segment:
     if match := _CATCH_ALL.match(name):
-        return Segment(source, _REST, f"{{{match['name']}:.+}}", match["name"], ".+")
+        return Segment(source, SegmentKind.REST, f"{{{match['name']}:.+}}", match["name"], ".+")
     if match := _REGEX_PARAM.match(name):
         try:
             re.compile(match["regex"])
         except re.error as exc:
             raise RouteConflictError(f"{source}: invalid regex {match['regex']!r}: {exc}") from None
         regex = match["regex"]
-        return Segment(source, _REGEX, f"{{{match['name']}:{regex}}}", match["name"], regex)
+        return Segment(
+            source, SegmentKind.REGEX, f"{{{match['name']}:{regex}}}", match["name"], regex
+        )
     if match := _PARAM.match(name):
-        return Segment(source, _PLAIN, f"{{{match['name']}}}", match["name"])
+        return Segment(source, SegmentKind.PLAIN, f"{{{match['name']}}}", match["name"])
     if any(c in name for c in "[]{}"):
         raise RouteConflictError(
             f"{source}: {name!r} is not a valid segment; use [name], [name(regex)] or [...name]"
         )
-    return Segment(source, _STATIC, name)
+    return Segment(source, SegmentKind.STATIC, name)
 
 
 def _path(segments: tuple[Segment, ...]) -> str:
@@ -193,13 +201,15 @@ def _check_folder_parameters(folder: Path, prefix: tuple[Segment, ...]) -> None:
         if name == "index":
             continue
         segment = _segment(child, name)
-        if segment.kind == _STATIC:
+        if segment.kind is SegmentKind.STATIC:
             continue
-        if segment.kind == _REST and "catch-all" in seen:
+        if segment.kind is SegmentKind.REST and "catch-all" in seen:
             raise RouteConflictError(
                 f"{seen['catch-all'].source} and {child} are two catch-alls in one folder"
             )
-        other = seen.setdefault("catch-all" if segment.kind == _REST else segment.shape, segment)
+        other = seen.setdefault(
+            "catch-all" if segment.kind is SegmentKind.REST else segment.shape, segment
+        )
         if other.name != segment.name:
             raise RouteConflictError(
                 f"{other.source} and {child} both match {_path((*prefix, segment))!r} with "

@@ -9,7 +9,6 @@ reach an error handler.
 from __future__ import annotations
 
 import inspect
-import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,14 +16,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from aiohttp import web
 
-from .errors import HTTPError, internal_error_response
-from .responses import to_response
-from .websocket import describe_request
+from .exceptions import HTTPError
+from .log import describe_request, logger
+from .responses import internal_error_response, to_response
 
 if TYPE_CHECKING:
     from .event import Event
-
-logger = logging.getLogger("aiohttp_spry")
 
 #: ``await next()`` runs the rest of the chain and returns its response.
 Next = Callable[[], Awaitable[web.StreamResponse]]
@@ -36,22 +33,6 @@ Middleware = Callable[["Event", Next], Awaitable[Any]]
 ErrorHandler = Callable[[Exception, "Event"], Any]
 
 _PARAM = re.compile(r"^\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<regex>.*))?\}$")
-
-
-class NotFoundError(HTTPError):
-    """No route matched a request whose path lies under a scope with error handlers.
-
-    Error handlers receive it like any other error, so a scope can shape its own
-    404s. ``method`` and ``path`` say what was asked for.
-    """
-
-    def __init__(self, method: str, path: str) -> None:
-        super().__init__(404, body="404: Not Found")
-        self.method = method
-        self.path = path
-
-    def __str__(self) -> str:
-        return f"HTTP 404 Not Found: no route for {self.method} {self.path}"
 
 
 @attrs.frozen
@@ -188,3 +169,44 @@ def check_error_handler(handler: ErrorHandler) -> ErrorHandler:
     if not callable(handler):
         raise TypeError(f"error handler {handler!r} must be callable as on_error(error, event)")
     return handler
+
+
+class Hooks:
+    """The middleware and error handlers registered with one extension, with their scopes.
+
+    Routes ask it for their chain once (:meth:`for_route`); the not-found
+    middleware asks it for the error handlers covering a request path.
+    """
+
+    __slots__ = ("_error_handlers", "_middleware", "_order")
+
+    def __init__(self) -> None:
+        self._middleware: list[Scoped] = []
+        self._error_handlers: list[Scoped] = []
+        self._order = 0
+
+    @property
+    def has_error_handlers(self) -> bool:
+        return bool(self._error_handlers)
+
+    def add_middleware(self, scope: Scope, middleware: Middleware) -> None:
+        self._order += 1
+        self._middleware.append(Scoped(scope, middleware, self._order))
+
+    def add_error_handler(self, scope: Scope, handler: ErrorHandler) -> None:
+        self._order += 1
+        self._error_handlers.append(Scoped(scope, handler, self._order))
+
+    def for_route(
+        self, path: str, own_middleware: tuple[Middleware, ...], own_on_error: ErrorHandler | None
+    ) -> tuple[tuple[Middleware, ...], tuple[ErrorHandler, ...]]:
+        """The middleware chain (outer first) and error handlers (innermost first) of a route."""
+        chain = [s.function for s in self._middleware if s.scope.covers_route(path)]
+        handlers = innermost_first([s for s in self._error_handlers if s.scope.covers_route(path)])
+        if own_on_error is not None:
+            handlers.insert(0, own_on_error)
+        return (*chain, *own_middleware), tuple(handlers)
+
+    def error_handlers_for_request(self, path: str) -> list[ErrorHandler]:
+        """The error handlers whose scope covers a concrete request path, innermost first."""
+        return innermost_first([s for s in self._error_handlers if s.scope.covers_request(path)])

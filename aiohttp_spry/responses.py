@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 from typing import Any
 
 from aiohttp import web
@@ -19,10 +20,14 @@ class Response:
     :class:`aiohttp.web.Response`, so anything aiohttp can do with a response
     (cookies, extra headers) still works.
 
-    Example:
-        >>> @spry.route("/health")
-        ... def health(event: Event) -> web.Response:
-        ...     return Response.json({"ok": True}, headers={"Cache-Control": "no-store"})
+    Example::
+
+        @spry.route("/health")
+        def health(event: Event) -> web.Response:
+            return Response.json({"ok": True}, headers={"Cache-Control": "no-store"})
+
+    >>> Response.json({"ok": True}).text
+    '{"ok": true}'
     """
 
     __slots__ = ()
@@ -84,3 +89,14 @@ def to_response(result: object) -> web.StreamResponse:
         f"a Spry handler returned {type(result).__name__!s}; expected an aiohttp response, "
         "dict, list, str, bytes, None, or the result of event.ws.upgrade()"
     )
+
+
+def internal_error_response(exc: BaseException, *, debug: bool) -> web.Response:
+    """The generic 500 sent for an unhandled handler exception.
+
+    The body never shows a traceback unless the extension runs with ``debug=True``.
+    """
+    if not debug:
+        return Response.text("500: Internal Server Error", status=500)
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Response.text(f"500: Internal Server Error\n\n{details}", status=500)

@@ -1,4 +1,5 @@
-"""WebSocket settings: extension-wide defaults, overridable per route and per upgrade."""
+"""Settings and their validation: the extension's own, and the WebSocket ones (extension-wide
+defaults, overridable per route and per upgrade)."""
 
 from __future__ import annotations
 
@@ -9,39 +10,79 @@ import attrs
 from yarl import URL
 
 
-def _positive_or_none(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
+def _seconds_or_none(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(
+            f"{attribute.name} must be a number of seconds or None, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if value <= 0:
         raise ValueError(
             f"{attribute.name} must be a positive number of seconds or None, got {value!r}"
         )
 
 
-def _positive_size(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+def _byte_count(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(
+            f"{attribute.name} must be an int number of bytes, got {type(value).__name__} {value!r}"
+        )
     # aiohttp reads 0 as "no limit"; anything negative is a mistake.
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0 bytes (0 = unlimited), got {value!r}")
 
 
+def _flag(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{attribute.name} must be True or False, got {type(value).__name__} {value!r}"
+        )
+
+
 def normalize_origin(origin: str) -> str:
     """``HTTPS://Example.com:443/`` → ``https://example.com``: how origins are compared.
+
+    >>> normalize_origin("HTTPS://Example.com:443/")
+    'https://example.com'
 
     Raises:
         ValueError: ``origin`` is not ``scheme://host[:port]``.
     """
     url = URL(origin.strip())
-    if not url.scheme or not url.host or url.path not in ("", "/") or url.query_string:
+    if (
+        not url.absolute
+        or not url.scheme
+        or not url.host
+        or url.path not in ("", "/")
+        or url.query_string
+        or url.fragment
+        or url.user is not None
+    ):
         raise ValueError(
             f"an origin is scheme://host[:port], like 'https://example.com', got {origin!r}"
         )
-    default_port = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(url.scheme.lower())
-    port = "" if url.port in (None, default_port) else f":{url.port}"
-    return f"{url.scheme.lower()}://{url.host.lower()}{port}"
+    return str(url.origin())
 
 
 def _origins(value: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
-    return tuple(origin if origin == "*" else normalize_origin(origin) for origin in value)
+    try:
+        origins = tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"allowed_origins must be a str or a list of str like ['https://example.com'], "
+            f"got {type(value).__name__} {value!r}"
+        ) from None
+    for origin in origins:
+        if not isinstance(origin, str):
+            raise TypeError(
+                f"allowed_origins holds {type(origin).__name__} {origin!r}; each origin is a str "
+                "like 'https://example.com' (or '*')"
+            )
+    return tuple(origin if origin == "*" else normalize_origin(origin) for origin in origins)
 
 
 @attrs.frozen
@@ -76,12 +117,12 @@ class WebSocketSettings:
         30.0
     """
 
-    heartbeat: float | None = attrs.field(default=None, validator=_positive_or_none)
-    max_msg_size: int = attrs.field(default=4 * 1024 * 1024, validator=_positive_size)
-    compress: bool = True
-    receive_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
-    send_timeout: float | None = attrs.field(default=30.0, validator=_positive_or_none)
-    strict_protocols: bool = False
+    heartbeat: float | None = attrs.field(default=None, validator=_seconds_or_none)
+    max_msg_size: int = attrs.field(default=4 * 1024 * 1024, validator=_byte_count)
+    compress: bool = attrs.field(default=True, validator=_flag)
+    receive_timeout: float | None = attrs.field(default=None, validator=_seconds_or_none)
+    send_timeout: float | None = attrs.field(default=30.0, validator=_seconds_or_none)
+    strict_protocols: bool = attrs.field(default=False, validator=_flag)
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
 
     def evolve_from(self, **overrides: Any) -> WebSocketSettings:
@@ -112,3 +153,43 @@ class WebSocketOptions(TypedDict, total=False):
     send_timeout: float | None
     strict_protocols: bool
     allowed_origins: Iterable[str] | str
+
+
+def _positive_seconds(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    _seconds_or_none(_, attribute, value)
+    if value is None:
+        raise TypeError(f"{attribute.name} must be a positive number of seconds, got None")
+
+
+def _count_at_least_one(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _count_or_none(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _count_at_least_one(_, attribute, value)
+
+
+@attrs.frozen
+class ExtensionSettings:
+    """The :class:`~aiohttp_spry.Spry` extension's own settings, checked once.
+
+    Attributes:
+        debug: put tracebacks in 500 responses (never in production).
+        shutdown_timeout: seconds ``on_shutdown`` waits for sessions to close with 1001.
+        max_sessions: the most WebSocket sessions per application (``None``: no cap).
+        max_queued: the most published messages a slow subscriber may have waiting.
+
+    >>> ExtensionSettings(max_sessions="10")
+    Traceback (most recent call last):
+    ...
+    TypeError: max_sessions must be an int, got str '10'
+    """
+
+    debug: bool = attrs.field(default=False, validator=_flag)
+    shutdown_timeout: float = attrs.field(default=3.0, validator=_positive_seconds)
+    max_sessions: int | None = attrs.field(default=None, validator=_count_or_none)
+    max_queued: int = attrs.field(default=1000, validator=_count_at_least_one)

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from aiohttp_spry import Event, Spry, TextDataReceived, WebSocket
-from aiohttp_spry.masking import _PARSER_ATTRIBUTE
+from aiohttp_spry.websocket.masking import _PARSER_ATTRIBUTE
 
 from .conftest import ClientFactory, spry_records
 from .rawws import RawWebSocket

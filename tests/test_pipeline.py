@@ -14,6 +14,10 @@ from .conftest import ClientFactory, spry_records
 from .rawws import RawWebSocket
 
 
+async def send_x(ws: WebSocket) -> None:
+    await ws.send_text("x")
+
+
 def recorder(log: list[str], name: str) -> Any:
     async def middleware(event: Event, next: Next) -> web.StreamResponse:
         log.append(f"{name} before")
@@ -250,7 +254,7 @@ async def test_error_handlers_can_shape_malformed_handshake_400(serve: ClientFac
 
     @spry.route("/ws")
     def route(event: Event) -> web.StreamResponse:
-        return event.ws.upgrade(lambda ws: ws.send_text("x"))
+        return event.ws.upgrade(send_x)
 
     client = await serve(spry)
     conn = await RawWebSocket.connect("127.0.0.1", client.port)
@@ -355,14 +359,14 @@ async def test_head_to_websocket_get_route_is_405_allow_get(serve: ClientFactory
 
     @spry.route("/chat")
     def chat(event: Event) -> web.StreamResponse:
-        return event.ws.upgrade(lambda ws: ws.send_text("x"))
+        return event.ws.upgrade(send_x)
 
     client = await serve(spry)
     resp = await client.head("/chat")
     assert (resp.status, resp.headers["Allow"]) == (405, "GET")
 
 
-async def test_middleware_registered_after_a_request_applies_to_later_ones(
+async def test_registering_after_the_app_started_raises_and_records_nothing(
     serve: ClientFactory,
 ) -> None:
     spry = Spry()
@@ -377,5 +381,22 @@ async def test_middleware_registered_after_a_request_applies_to_later_ones(
     async def override(event: Event, next: Next) -> Any:
         return "wrapped"
 
-    spry.use(override)
-    assert await (await client.get("/")).text() == "wrapped"
+    def shape(error: Exception, event: Event) -> str:
+        return "shaped"
+
+    def late(event: Event) -> str:
+        return "late"
+
+    with pytest.raises(RuntimeError, match="has already started"):
+        spry.use(override)
+    with pytest.raises(RuntimeError, match="has already started"):
+        spry.on_error(shape)
+    with pytest.raises(RuntimeError, match="has already started"):
+        spry.route("/late")(late)
+    assert await (await client.get("/")).text() == "plain"
+    assert (await client.get("/late")).status == 404
+    # Nothing was recorded: a new application gets none of the refused ones.
+    fresh = web.Application()
+    spry.init_app(fresh)
+    assert [r.resource.canonical for r in fresh.router.routes() if r.resource] == ["/"]
+    assert fresh.middlewares == []

@@ -11,8 +11,44 @@ application's :class:`Broker` carries messages between processes:
 
 from __future__ import annotations
 
-from .broker import Broker, Deliver, broker_from_url
+from .broker import Broker, Deliver
 from .fanout import FANOUT_KEY, Fanout
 from .memory import MemoryBroker
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def broker_from_url(url: str | None) -> Broker:
+    """The broker a URL names: ``None`` or ``""`` → in-memory; ``redis://…`` → Redis.
+
+    >>> broker_from_url(None)
+    MemoryBroker()
+
+    Raises:
+        TypeError: ``url`` is not a ``str`` or ``None``.
+        ValueError: an unknown scheme.
+        ModuleNotFoundError: a Redis URL without ``pip install 'aiohttp_spry[redis]'``.
+    """
+    if url is not None and not isinstance(url, str):
+        raise TypeError(
+            f"broker must be a Broker, a URL str such as 'redis://127.0.0.1:6379/0', or None; "
+            f"got {type(url).__name__} {url!r}"
+        )
+    if not url:
+        return MemoryBroker()
+    scheme = url.partition("://")[0].lower()
+    if scheme in _REDIS_SCHEMES:
+        try:
+            from .redis import RedisBroker
+        except ImportError as missing:
+            raise ModuleNotFoundError(
+                f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]'"
+            ) from missing
+        return RedisBroker(url)
+    raise ValueError(
+        f"unknown broker URL scheme {scheme!r} in {url!r}: use redis://host:port/db, "
+        "rediss:// or unix://, or nothing for the in-memory broker"
+    )
+
 
 __all__ = ["FANOUT_KEY", "Broker", "Deliver", "Fanout", "MemoryBroker", "broker_from_url"]

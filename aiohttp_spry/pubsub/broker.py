@@ -59,32 +59,3 @@ class Broker(abc.ABC):
     def connected(self) -> bool:
         """Whether messages currently reach other processes."""
         return True
-
-
-def broker_from_url(url: str | None) -> Broker:
-    """The broker a URL names: ``None`` or ``""`` → in-memory; ``redis://…`` → Redis.
-
-    Example:
-        >>> broker = broker_from_url(os.environ.get("SPRY_BROKER_URL"))
-
-    Raises:
-        ValueError: an unknown scheme.
-        ModuleNotFoundError: a Redis URL without ``pip install 'aiohttp_spry[redis]'``.
-    """
-    if not url:
-        from .memory import MemoryBroker
-
-        return MemoryBroker()
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
-        try:
-            from .redis import RedisBroker
-        except ImportError as missing:
-            raise ModuleNotFoundError(
-                f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]'"
-            ) from missing
-        return RedisBroker(url)
-    raise ValueError(
-        f"unknown broker URL scheme {scheme!r} in {url!r}: use redis://host:port/db, "
-        "rediss:// or unix://, or nothing for the in-memory broker"
-    )

@@ -6,6 +6,9 @@ task, no coroutine and no copy per subscriber. A subscriber whose send buffer is
 over its high-water mark gets the slow path instead: its own bounded queue,
 drained by one task that waits for the peer; when the queue overflows, the
 session is closed with 1008 and logged. The others are never delayed by it.
+
+The fan-out owns one :class:`Subscription` per subscribing session: its topics,
+its transport and its queue. The session itself holds no pub/sub state.
 """
 
 from __future__ import annotations
@@ -13,25 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
+from ..log import pubsub_logger as logger
 from .broker import Broker
 
 if TYPE_CHECKING:
-    from ..websocket import WebSocket
-
-logger = logging.getLogger("aiohttp_spry.pubsub")
+    from ..websocket.session import WebSocket
 
 _TEXT: Final = int(WSMsgType.TEXT)
 _BINARY: Final = int(WSMsgType.BINARY)
 _PACK_16: Final = struct.Struct("!BBH").pack
 _PACK_64: Final = struct.Struct("!BBQ").pack
+_SLOW_CLOSE: Final = 1008  # RFC 6455 policy violation: "subscriber too slow"
 
 
 def encode_frame(payload: bytes, binary: bool) -> bytes:
@@ -39,6 +41,9 @@ def encode_frame(payload: bytes, binary: bool) -> bytes:
 
     Sent uncompressed even on a permessage-deflate session, which RFC 7692 §6
     allows (RSV1 clear); the session's own compressor state is not touched.
+
+    >>> encode_frame(b"hi", binary=False)
+    b'\\x81\\x02hi'
     """
     first = 0x80 | (_BINARY if binary else _TEXT)
     size = len(payload)
@@ -52,6 +57,9 @@ def encode_frame(payload: bytes, binary: bool) -> bytes:
 def encode_message(data: Any) -> tuple[bytes, bool]:
     """``str`` → UTF-8 text, ``bytes``-like → binary, anything else → JSON text.
 
+    >>> encode_message({"a": 1})
+    (b'{"a": 1}', False)
+
     Raises:
         TypeError: ``data`` is not JSON-serializable.
     """
@@ -62,8 +70,13 @@ def encode_message(data: Any) -> tuple[bytes, bool]:
     return json.dumps(data).encode(), False
 
 
-def check_topic(topic: str) -> str:
-    """Raises ``TypeError``/``ValueError`` unless ``topic`` is a non-empty ``str``."""
+def check_topic(topic: object) -> str:
+    """Return ``topic`` if it is a non-empty ``str``.
+
+    Raises:
+        TypeError: ``topic`` is not a ``str``.
+        ValueError: ``topic`` is empty.
+    """
     if not isinstance(topic, str):
         raise TypeError(f"a topic is a str, got {type(topic).__name__}: {topic!r}")
     if not topic:
@@ -71,18 +84,40 @@ def check_topic(topic: str) -> str:
     return topic
 
 
-class Backlog:
-    """A slow subscriber's queue of published messages, and the task draining it."""
+class Subscription:
+    """One session's pub/sub state, owned by the :class:`Fanout`.
 
-    __slots__ = ("messages", "task")
+    Attributes:
+        ws: the session.
+        topics: the topics it subscribes to.
+        transport: its connection, written to directly on the fast path.
+        high_water: the transport's high-water mark; past it, the slow path.
+        backlog: published messages waiting for a slow peer (payload, binary).
+        drain: the task sending ``backlog``, while there is one.
+    """
 
-    def __init__(self) -> None:
-        self.messages: deque[tuple[bytes, bool]] = deque()
-        self.task: asyncio.Task[None] | None = None
+    __slots__ = ("backlog", "drain", "high_water", "topics", "transport", "ws")
 
+    def __init__(self, ws: WebSocket) -> None:
+        transport = ws.event.request.transport
+        assert transport is not None, "a session has a transport"
+        self.ws = ws
+        self.topics: set[str] = set()
+        self.transport = transport
+        self.high_water = transport.get_write_buffer_limits()[1]
+        self.backlog: deque[tuple[bytes, bool]] = deque()
+        self.drain: asyncio.Task[None] | None = None
 
-#: A session's topic set once the session has ended: subscribing is refused.
-ENDED: Final[frozenset[str]] = frozenset()
+    @property
+    def writable(self) -> bool:
+        """Whether a frame may still be written to this session."""
+        return not self.ws.closed and not self.transport.is_closing()
+
+    def stop_draining(self) -> None:
+        self.backlog.clear()
+        if self.drain is not None:
+            self.drain.cancel()
+            self.drain = None
 
 
 class Fanout:
@@ -94,12 +129,13 @@ class Fanout:
             waiting; one more closes it with 1008.
     """
 
-    __slots__ = ("_tasks", "_topics", "broker", "max_queued")
+    __slots__ = ("_by_session", "_tasks", "_topics", "broker", "max_queued")
 
     def __init__(self, broker: Broker, max_queued: int) -> None:
         self.broker = broker
         self.max_queued = max_queued
-        self._topics: dict[str, set[WebSocket]] = {}
+        self._topics: dict[str, set[Subscription]] = {}
+        self._by_session: dict[WebSocket, Subscription] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle (aiohttp signals) ---------------------------------------------
@@ -118,7 +154,12 @@ class Fanout:
 
     def subscribers(self, topic: str) -> frozenset[WebSocket]:
         """The local sessions subscribed to ``topic``."""
-        return frozenset(self._topics.get(topic, ()))
+        return frozenset(s.ws for s in self._topics.get(topic, ()))
+
+    def topics_of(self, ws: WebSocket) -> frozenset[str]:
+        """The topics ``ws`` subscribes to."""
+        subscription = self._by_session.get(ws)
+        return frozenset(subscription.topics) if subscription is not None else frozenset()
 
     @property
     def topics(self) -> frozenset[str]:
@@ -126,44 +167,40 @@ class Fanout:
         return frozenset(self._topics)
 
     async def subscribe(self, ws: WebSocket, topic: str) -> None:
+        """Add ``ws`` to ``topic``; return once the broker will deliver it too."""
         check_topic(topic)
-        mine = ws._topics
-        if mine is None:
-            mine = ws._topics = set()
-        elif not isinstance(mine, set):  # ENDED
-            raise RuntimeError(f"{ws}: the session has ended; it cannot subscribe to {topic!r}")
-        if topic not in mine:
-            mine.add(topic)
-            self._topics.setdefault(topic, set()).add(ws)
+        subscription = self._by_session.get(ws)
+        if subscription is None:
+            subscription = self._by_session[ws] = Subscription(ws)
+        if topic not in subscription.topics:
+            subscription.topics.add(topic)
+            self._topics.setdefault(topic, set()).add(subscription)
         # Every joiner waits, not only the first: the broker returns once
         # messages from other processes will arrive.
         await self.broker.subscribe(topic)
 
     def unsubscribe(self, ws: WebSocket, topic: str) -> None:
         check_topic(topic)
-        mine = ws._topics
-        if isinstance(mine, set) and topic in mine:
-            mine.discard(topic)
-            self._leave(ws, (topic,))
+        subscription = self._by_session.get(ws)
+        if subscription is not None and topic in subscription.topics:
+            subscription.topics.discard(topic)
+            self._leave(subscription, (topic,))
 
     def drop(self, ws: WebSocket) -> None:
-        """The session ended: leave every topic and stop its queue. Called once."""
-        mine = ws._topics
-        ws._topics = ENDED
-        backlog = ws._backlog
-        if backlog is not None:
-            ws._backlog = None
-            if backlog.task is not None:
-                backlog.task.cancel()
-        if mine:
-            self._leave(ws, mine)
+        """The session ended: leave every topic and stop its queue."""
+        subscription = self._by_session.pop(ws, None)
+        if subscription is None:
+            return  # never subscribed: nothing to leave
+        subscription.stop_draining()
+        topics, subscription.topics = subscription.topics, set()
+        self._leave(subscription, topics)
 
-    def _leave(self, ws: WebSocket, topics: Iterable[str]) -> None:
+    def _leave(self, subscription: Subscription, topics: Iterable[str]) -> None:
         for topic in topics:
             subscribers = self._topics.get(topic)
             if subscribers is None:
                 continue
-            subscribers.discard(ws)
+            subscribers.discard(subscription)
             if not subscribers:
                 del self._topics[topic]
                 self.broker.unsubscribe(topic)
@@ -201,7 +238,7 @@ class Fanout:
 
     def _fan_out(
         self,
-        subscribers: set[WebSocket],
+        subscribers: set[Subscription],
         frame: bytes,
         payload: bytes,
         binary: bool,
@@ -209,93 +246,89 @@ class Fanout:
     ) -> int:
         size = len(frame)
         count = 0
-        slow: list[WebSocket] | None = None
-        for ws in subscribers:
+        slow: list[Subscription] | None = None
+        for subscription in subscribers:
+            ws = subscription.ws
             if ws is exclude:
                 continue
-            transport = ws._transport
+            transport = subscription.transport
             if (
-                ws._backlog is None
-                and transport.get_write_buffer_size() + size <= ws._high_water
-                and not ws._response.closed
+                subscription.drain is None
+                and transport.get_write_buffer_size() + size <= subscription.high_water
+                and not ws.closed
                 and not transport.is_closing()
             ):
                 # The fast path: the frame bytes are shared, nothing is copied.
                 transport.write(frame)
                 count += 1
             elif slow is None:
-                slow = [ws]
+                slow = [subscription]
             else:
-                slow.append(ws)
+                slow.append(subscription)
         if slow is not None:
             # Outside the loop: an overflow leaves the topic, changing the set.
-            for ws in slow:
-                count += self._enqueue(ws, payload, binary)
+            for subscription in slow:
+                count += self._enqueue(subscription, payload, binary)
         return count
 
-    def _enqueue(self, ws: WebSocket, payload: bytes, binary: bool) -> int:
-        if ws._response.closed or ws._transport.is_closing() or ws._topics is ENDED:
+    def _enqueue(self, subscription: Subscription, payload: bytes, binary: bool) -> int:
+        if not subscription.writable or self._by_session.get(subscription.ws) is not subscription:
             return 0
-        backlog = ws._backlog
-        if backlog is None:
-            backlog = ws._backlog = Backlog()
-        if len(backlog.messages) >= self.max_queued:
-            self._overflow(ws, backlog)
+        if len(subscription.backlog) >= self.max_queued:
+            self._overflow(subscription)
             return 0
-        backlog.messages.append((payload, binary))
-        if backlog.task is None:
-            backlog.task = self._spawn(self._drain(ws, backlog))
+        subscription.backlog.append((payload, binary))
+        if subscription.drain is None:
+            subscription.drain = self._spawn(self._drain(subscription))
         return 1
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _drain(self, ws: WebSocket, backlog: Backlog) -> None:
-        """Send a slow subscriber's queue through aiohttp, waiting for the peer."""
-        messages = backlog.messages
-        response = ws._response
+    async def _drain(self, subscription: Subscription) -> None:
+        """Send a slow subscriber's queue through the session, waiting for the peer."""
+        backlog = subscription.backlog
+        ws = subscription.ws
         try:
-            while messages:
-                payload, binary = messages[0]
-                opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
+            while backlog:
+                payload, binary = backlog[0]
                 # Waits at most send_timeout for the peer to read, then aborts.
-                await ws._send_to_slow_peer(response.send_frame(payload, opcode))
-                messages.popleft()
+                # (The slow path only: a text payload is decoded again here.)
+                if binary:
+                    await ws.send_bytes(payload)
+                else:
+                    await ws.send_text(payload.decode())
+                backlog.popleft()
         except ConnectionResetError:  # includes PeerNotReadingError
-            messages.clear()
+            backlog.clear()
         finally:
-            if ws._backlog is backlog:
-                ws._backlog = None
+            if subscription.drain is asyncio.current_task():
+                subscription.drain = None
 
-    def _overflow(self, ws: WebSocket, backlog: Backlog) -> None:
+    def _overflow(self, subscription: Subscription) -> None:
+        ws = subscription.ws
         logger.warning(
             "Subscriber too slow: %d published messages waiting (max_queued=%d), "
             "closing with 1008: %s topics=%s",
-            len(backlog.messages),
+            len(subscription.backlog),
             self.max_queued,
             ws,
-            sorted(ws.topics),
+            sorted(subscription.topics),
         )
-        backlog.messages.clear()
-        if backlog.task is not None:
-            backlog.task.cancel()
-        ws._backlog = None
-        mine = ws._topics
-        if isinstance(mine, set) and mine:
-            ws._topics = set()
-            self._leave(ws, mine)
+        subscription.stop_draining()
+        topics, subscription.topics = subscription.topics, set()
+        self._leave(subscription, topics)
         self._spawn(_close_slow_subscriber(ws))
 
 
 async def _close_slow_subscriber(ws: WebSocket) -> None:
-    # The peer is not reading: the close frame may wait too; the wait is
-    # bounded by send_timeout, then the connection is aborted (and logged).
-    close = ws._response.close(code=WSCloseCode.POLICY_VIOLATION, message=b"subscriber too slow")
+    # The peer is not reading: close() waits at most send_timeout for the close
+    # frame to go out, then aborts the connection (and logs it).
     with contextlib.suppress(ConnectionResetError):  # includes PeerNotReadingError
-        await ws._send_to_slow_peer(close)
+        await ws.close(_SLOW_CLOSE, "subscriber too slow")
 
 
 #: Each application's fan-out (its topics and broker).

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import random
+import enum
 import secrets
 from collections import deque
 from typing import Final
@@ -33,13 +32,12 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 from yarl import URL
 
+from ..log import pubsub_logger as logger
 from .broker import Broker, Deliver
-
-logger = logging.getLogger("aiohttp_spry.pubsub")
 
 #: Errors that mean "Redis is unreachable or the connection broke".
 _LOST: Final = (RedisError, OSError, asyncio.TimeoutError)
@@ -49,6 +47,13 @@ _NODE_BYTES: Final = 8
 _BATCH: Final = 512
 _CLOSE_ATTEMPTS: Final = 5
 _CLOSE_WAIT: Final = 1.0
+
+
+class Link(enum.Enum):
+    """The broker's two connections to Redis, each of which can be down."""
+
+    SUBSCRIBER = "subscriber"
+    PUBLISHER = "publisher"
 
 
 class RedisBroker(Broker):
@@ -93,6 +98,8 @@ class RedisBroker(Broker):
         self.max_pending = max_pending
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
+        # Half to all of min * 2**attempt, capped at max: never a thundering herd.
+        self._backoff = EqualJitterBackoff(cap=reconnect_max, base=reconnect_min)
         self.subscribe_timeout = subscribe_timeout
         self.connect_timeout = connect_timeout
         # Messages from this process come back from Redis; the node id skips them.
@@ -111,7 +118,7 @@ class RedisBroker(Broker):
         self._pending: deque[tuple[bytes, bytes]] = deque()
         self._has_pending = asyncio.Event()
         # Outage bookkeeping: which connections are down, since when, losses.
-        self._down: set[str] = set()
+        self._down: set[Link] = set()
         self._outage_started = 0.0
         self._dropped = 0
         self._closing = False
@@ -202,7 +209,7 @@ class RedisBroker(Broker):
         if channel in self._confirmed:
             return
         self._changed.set()
-        if "subscriber" in self._down or self._closing:
+        if Link.SUBSCRIBER in self._down or self._closing:
             return  # restored on reconnect; local delivery works meanwhile
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)
@@ -233,26 +240,33 @@ class RedisBroker(Broker):
 
     # -- connections ---------------------------------------------------------------
 
-    def _lost(self, part: str, error: BaseException) -> None:
-        """A connection broke: one WARNING per outage, DEBUG for the rest."""
+    def _lost(self, part: Link, error: BaseException) -> None:
+        """A connection broke: one WARNING per outage, DEBUG for the rest.
+
+        Any error counts, not only a network one: the outage (and its length)
+        starts with the first, whichever it was.
+        """
         if not self._down:
             self._outage_started = asyncio.get_running_loop().time()
             self._dropped = 0
             logger.warning(
                 "Redis broker lost its %s connection to %s (%s: %s); local delivery "
                 "continues, reconnecting with backoff",
-                part,
+                part.value,
                 self.safe_url,
                 type(error).__name__,
                 error,
+                exc_info=None if isinstance(error, _LOST) else error,
             )
         else:
-            logger.debug("Redis broker %s still down: %s: %s", part, type(error).__name__, error)
+            logger.debug(
+                "Redis broker %s still down: %s: %s", part.value, type(error).__name__, error
+            )
         self._down.add(part)
-        if part == "subscriber":
+        if part is Link.SUBSCRIBER:
             self._release_waiters()  # their subscriptions are restored on reconnect
 
-    def _back(self, part: str) -> None:
+    def _back(self, part: Link) -> None:
         if part not in self._down:
             return
         self._down.discard(part)
@@ -266,10 +280,6 @@ class RedisBroker(Broker):
                 len(self._wanted),
                 self._dropped,
             )
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.reconnect_max, self.reconnect_min * 2.0**attempt)
-        return delay * random.uniform(0.8, 1.0)
 
     async def _drop_pubsub(self, pubsub: PubSub | None) -> None:
         if pubsub is self._pubsub:
@@ -309,24 +319,21 @@ class RedisBroker(Broker):
                         self._confirm(message["channel"])
                         if attempt:
                             attempt = 0
-                            self._back("subscriber")
+                            self._back(Link.SUBSCRIBER)
                     elif kind == "unsubscribe":
                         self._confirmed.discard(message["channel"])
             except asyncio.CancelledError:
                 await self._drop_pubsub(pubsub)
                 raise
-            except _LOST as error:
-                self._lost("subscriber", error)
-            except Exception:
-                logger.exception("Redis broker subscriber failed; reconnecting: %s", self.safe_url)
-                self._down.add("subscriber")
+            except Exception as error:  # a network error, or anything else: reconnect
+                self._lost(Link.SUBSCRIBER, error)
             await self._drop_pubsub(pubsub)
             # The publisher's pooled connections died with this one: drop them
             # too, or its next publish would fail on a dead socket after Redis
             # is back.
             with contextlib.suppress(*_LOST):
                 await client.connection_pool.disconnect()
-            await asyncio.sleep(self._backoff(attempt))
+            await asyncio.sleep(self._backoff.compute(attempt))
             attempt += 1
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
@@ -395,7 +402,7 @@ class RedisBroker(Broker):
             except _LOST as error:
                 # At most once: part of the batch may have gone out; resending
                 # could deliver it twice.
-                self._lost("publisher", error)
+                self._lost(Link.PUBLISHER, error)
                 self._dropped += len(batch)
             except Exception:
                 logger.exception(
@@ -410,9 +417,9 @@ class RedisBroker(Broker):
             try:
                 await client.ping()
             except _LOST as error:
-                self._lost("publisher", error)
-                await asyncio.sleep(self._backoff(attempt))
+                self._lost(Link.PUBLISHER, error)
+                await asyncio.sleep(self._backoff.compute(attempt))
                 attempt += 1
                 continue
-            self._back("publisher")
+            self._back(Link.PUBLISHER)
             return

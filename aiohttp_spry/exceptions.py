@@ -1,8 +1,7 @@
-"""HTTPError, and how an exception raised by a handler becomes a response."""
+"""The package's exceptions: what a handler raises on purpose, and what the package raises."""
 
 from __future__ import annotations
 
-import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -19,18 +18,28 @@ class HTTPError(Exception):
     (aiohttp's own wording). aiohttp's ``web.HTTPException`` classes keep working
     too; use whichever reads better.
 
-    Example:
-        >>> @spry.route("/rooms/{id}")
-        ... async def room(event: Event) -> dict[str, str]:
-        ...     if event.params["id"] not in rooms:
-        ...         raise HTTPError(404, body={"error": "no such room"})
-        ...     return {"room": event.params["id"]}
+    Example::
+
+        @spry.route("/rooms/{id}")
+        async def room(event: Event) -> dict[str, str]:
+            if event.params["id"] not in rooms:
+                raise HTTPError(404, body={"error": "no such room"})
+            return {"room": event.params["id"]}
+
+    >>> str(HTTPError(404, body="no such room"))
+    "HTTP 404 Not Found: 'no such room'"
 
     Raises:
+        TypeError: ``status`` is not an ``int``.
         ValueError: ``status`` is not a 4xx or 5xx code.
     """
 
     def __init__(self, status: int, body: Any = None, headers: Headers = None) -> None:
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise TypeError(
+                f"HTTPError status must be an int such as 404, got {type(status).__name__} "
+                f"{status!r}"
+            )
         if not 400 <= status <= 599:
             raise ValueError(f"HTTPError status must be a 4xx or 5xx code, got {status!r}")
         self.status = status
@@ -58,12 +67,32 @@ class HTTPError(Exception):
         return Response.text(text, status=self.status, headers=self.headers)
 
 
-def internal_error_response(exc: BaseException, *, debug: bool) -> web.Response:
-    """The generic 500 sent for an unhandled handler exception.
+class NotFoundError(HTTPError):
+    """No route matched a request whose path lies under a scope with error handlers.
 
-    The body never shows a traceback unless the extension runs with ``debug=True``.
+    Error handlers receive it like any other error, so a scope can shape its own
+    404s. ``method`` and ``path`` say what was asked for.
+
+    >>> str(NotFoundError("GET", "/nowhere"))
+    'HTTP 404 Not Found: no route for GET /nowhere'
     """
-    if not debug:
-        return Response.text("500: Internal Server Error", status=500)
-    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return Response.text(f"500: Internal Server Error\n\n{details}", status=500)
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(404, body="404: Not Found")
+        self.method = method
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"HTTP 404 Not Found: no route for {self.method} {self.path}"
+
+
+class PeerNotReadingError(ConnectionResetError):
+    """A send waited ``send_timeout`` for a peer that does not read; the connection is gone.
+
+    Raised by ``ws.send_*``; the session ends like any lost connection (logged
+    once at WARNING, no 1011).
+    """
+
+
+class RouteConflictError(ValueError):
+    """Two files (or one malformed file) in a routes folder cannot both be served."""

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from aiohttp import WSCloseCode
-
-if TYPE_CHECKING:
-    from .websocket import UpgradeResponse
+from aiohttp import WSCloseCode, web
 
 logger = logging.getLogger("aiohttp_spry")
 
@@ -34,24 +31,31 @@ class _Parser(Protocol):
     def feed_eof(self) -> None: ...
 
 
-def require_masked_first_frame(response: UpgradeResponse) -> None:
+def require_masked_frames(request: web.BaseRequest, response: web.WebSocketResponse) -> None:
     """Put a one-shot mask check in front of aiohttp's parser for this connection.
 
     Call right after ``prepare()``. Does nothing if aiohttp's internals are not
     as expected (the test suite catches that case).
     """
-    protocol = response.event.request.protocol
+    protocol = request.protocol
     parser = getattr(protocol, _PARSER_ATTRIBUTE, None)
     if parser is None or not hasattr(parser, "feed_data"):
         return
-    setattr(protocol, _PARSER_ATTRIBUTE, _FirstFrameMaskCheck(protocol, parser, response))
+    setattr(protocol, _PARSER_ATTRIBUTE, _FirstFrameMaskCheck(protocol, parser, request, response))
 
 
 class _FirstFrameMaskCheck:
-    __slots__ = ("_closing", "_head", "_parser", "_protocol", "_response")
+    __slots__ = ("_closing", "_head", "_parser", "_protocol", "_request", "_response")
 
-    def __init__(self, protocol: Any, parser: _Parser, response: UpgradeResponse) -> None:
+    def __init__(
+        self,
+        protocol: Any,
+        parser: _Parser,
+        request: web.BaseRequest,
+        response: web.WebSocketResponse,
+    ) -> None:
         self._protocol = protocol
+        self._request = request
         self._parser = parser
         self._response = response
         self._head = b""
@@ -80,11 +84,27 @@ class _FirstFrameMaskCheck:
         logger.warning(
             "WebSocket client sent an unmasked frame (RFC 6455 §5.1), closing with 1002: "
             "%s %s peer=%s",
-            response.event.request.method,
-            response.event.request.path,
-            response.event.request.remote,
+            self._request.method,
+            self._request.path,
+            self._request.remote,
         )
         # Held here (the connection holds this object) until the close is done.
         self._closing = asyncio.ensure_future(
             response.close(code=WSCloseCode.PROTOCOL_ERROR, message=b"unmasked frame")
+        )
+
+
+def mask_check_available() -> bool:
+    """Whether this aiohttp lets the mask check see the bytes of a connection."""
+    from aiohttp.web_protocol import RequestHandler
+
+    return _PARSER_ATTRIBUTE in getattr(RequestHandler, "__slots__", ())
+
+
+def warn_if_unavailable() -> None:
+    """Log one WARNING when the mask check cannot be installed on this aiohttp."""
+    if not mask_check_available():
+        logger.warning(
+            "aiohttp's internals changed: the WebSocket client-masking check (RFC 6455 §5.1) "
+            "is off; unmasked client frames will be accepted"
         )

@@ -1,0 +1,154 @@
+"""A route's endpoint: the aiohttp handler that runs one Spry route, and the not-found middleware.
+
+The flow of one request: aiohttp's router → :class:`RouteEndpoint` → an
+:class:`~aiohttp_spry.Event` → the middleware chain → the route handler → its
+return value, turned into a response; an upgrade outcome runs the WebSocket
+session (:func:`~aiohttp_spry.websocket.session.run_session`) instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import attrs
+from aiohttp import web
+
+from .event import Event
+from .exceptions import NotFoundError
+from .log import describe_request, logger
+from .pipeline import (
+    ErrorHandler,
+    Hooks,
+    Middleware,
+    handle_error,
+    run_chain,
+)
+from .responses import internal_error_response, to_response
+from .settings import WebSocketSettings
+from .websocket.handshake import UpgradeResponse
+from .websocket.session import run_session
+
+#: A Spry route handler: sync or async, takes the :class:`Event`.
+Handler = Callable[[Event], Any]
+#: What aiohttp calls for a request.
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@attrs.frozen
+class Route:
+    """A route as declared with :meth:`Spry.route <aiohttp_spry.Spry.route>`."""
+
+    path: str
+    handler: Handler
+    methods: tuple[str, ...]
+    name: str | None
+    settings: WebSocketSettings
+    middleware: tuple[Middleware, ...] = ()
+    on_error: ErrorHandler | None = None
+
+
+class RouteEndpoint:
+    """Runs one route for aiohttp: ``resource.add_route(method, endpoint.handle)``.
+
+    The chain of middleware and error handlers is looked up on the first
+    request: registrations are refused once an application starts, so it
+    cannot change after that.
+    """
+
+    def __init__(self, route: Route, hooks: Hooks, *, debug: bool) -> None:
+        self.route = route
+        self._hooks = hooks
+        self._debug = debug
+        self._handler = route.handler
+        self._settings = route.settings
+        self._is_async = inspect.iscoroutinefunction(route.handler)
+        self._chain: tuple[Middleware, ...] | None = None
+        self._error_handlers: tuple[ErrorHandler, ...] = ()
+        functools.update_wrapper(self, route.handler)  # name, doc, __wrapped__ for tools
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler: one request through the route."""
+        chain = self._chain
+        if chain is None:
+            chain = self._compile()
+        event = Event(request, self._settings)
+        try:
+            if chain:
+                result = await run_chain(chain, event, lambda: self._call_handler(event))
+            elif self._is_async:  # the hot path: no extra coroutine per request
+                result = await self._handler(event)
+            else:
+                result = await self._call_handler(event)
+            if type(result) is UpgradeResponse:  # exact: cheaper than an ABC check
+                return await run_session(result, event)
+            response = to_response(result)
+        except web.HTTPException:
+            raise
+        except Exception as error:
+            return await handle_error(error, event, self._error_handlers, debug=self._debug)
+        if event.upgraded:
+            return self._upgrade_not_returned(event, response)
+        return response
+
+    __call__ = handle
+
+    async def _call_handler(self, event: Event) -> web.StreamResponse:
+        result = self._handler(event)
+        if inspect.isawaitable(result):
+            result = await result
+        return to_response(result)
+
+    def _compile(self) -> tuple[Middleware, ...]:
+        route = self.route
+        chain, self._error_handlers = self._hooks.for_route(
+            route.path, route.middleware, route.on_error
+        )
+        self._chain = chain
+        return chain
+
+    def _upgrade_not_returned(self, event: Event, response: web.StreamResponse) -> web.Response:
+        logger.error(
+            "Route %s %r called event.ws.upgrade() but returned %s (status %s) instead of its "
+            "result, so no WebSocket was opened; return event.ws.upgrade(...): %s",
+            "/".join(self.route.methods),
+            self.route.path,
+            type(response).__name__,
+            response.status,
+            describe_request(event.request),
+        )
+        return internal_error_response(
+            RuntimeError("event.ws.upgrade() was called but its result was not returned"),
+            debug=self._debug,
+        )
+
+    def __repr__(self) -> str:
+        return f"<RouteEndpoint {'/'.join(self.route.methods)} {self.route.path} {self._handler!r}>"
+
+
+class NotFoundMiddleware:
+    """Offers a 404 under a scope with error handlers to those handlers.
+
+    An aiohttp middleware, installed only once the extension has error
+    handlers, so applications without any pay nothing for it.
+    """
+
+    __middleware_version__: Final = 1  # a new-style aiohttp middleware
+
+    def __init__(self, hooks: Hooks, settings: WebSocketSettings, *, debug: bool) -> None:
+        self._hooks = hooks
+        self._settings = settings
+        self._debug = debug
+
+    async def __call__(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        missing = request.match_info.http_exception
+        if missing is None or missing.status != 404:
+            return await handler(request)
+        handlers = self._hooks.error_handlers_for_request(request.path)
+        if not handlers:
+            return await handler(request)
+        error = NotFoundError(request.method, request.path)
+        event = Event(request, self._settings)
+        return await handle_error(error, event, handlers, debug=self._debug)
