@@ -152,7 +152,7 @@ class Spry:
         for route in self._routes:
             self._register(app, route)
         app[SPRY_KEY] = self
-        app[SESSIONS_KEY] = SessionRegistry(self.config.max_sessions)
+        app[SESSIONS_KEY] = SessionRegistry(fanout, self.config.max_sessions)
         app[FANOUT_KEY] = fanout
         app.on_startup.append(_on_startup)
         app.on_startup.append(fanout.start)

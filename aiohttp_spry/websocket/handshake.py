@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import TYPE_CHECKING, Final, final
 
 from aiohttp import web
@@ -263,6 +265,9 @@ def log_refusal(why: str, request: web.BaseRequest, offered_by_server: Iterable[
 
 
 def _check_session_handler(session: object) -> None:
+    # The common case first (an ``async def``): one flag test, not inspect's walk.
+    if type(session) is FunctionType and session.__code__.co_flags & CO_COROUTINE:
+        return
     if inspect.iscoroutinefunction(session) or inspect.iscoroutinefunction(
         getattr(session, "__call__", None)  # noqa: B004 - async callable objects
     ):

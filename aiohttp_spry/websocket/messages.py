@@ -46,7 +46,7 @@ class BinaryDataReceived:
         _SET_DATA(self, data)
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class CloseReceived:
     """The peer closed the connection; iteration ends after this.
 
@@ -60,6 +60,10 @@ class CloseReceived:
     code: int
     reason: str = ""
 
+    def __init__(self, code: int, reason: str = "") -> None:
+        _SET_CODE(self, code)
+        _SET_REASON(self, reason)
+
 
 #: Anything ``ws.events`` yields.
 WebSocketMessage = TextDataReceived | BinaryDataReceived | CloseReceived
@@ -71,3 +75,5 @@ def _slot_setter(cls: type, name: str) -> Any:
 
 _SET_TEXT = _slot_setter(TextDataReceived, "text")
 _SET_DATA = _slot_setter(BinaryDataReceived, "data")
+_SET_CODE = _slot_setter(CloseReceived, "code")
+_SET_REASON = _slot_setter(CloseReceived, "reason")

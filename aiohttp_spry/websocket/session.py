@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -324,11 +325,12 @@ class SessionRegistry:
         max_sessions: the most sessions open at once (``None``: no cap).
     """
 
-    __slots__ = ("_closing", "_sessions", "max_sessions")
+    __slots__ = ("_closing", "_fanout", "_sessions", "max_sessions")
 
-    def __init__(self, max_sessions: int | None = None) -> None:
+    def __init__(self, fanout: Fanout, max_sessions: int | None = None) -> None:
         self._sessions: set[WebSocket] = set()
         self._closing = False
+        self._fanout = fanout
         self.max_sessions = max_sessions
 
     def __contains__(self, ws: object) -> bool:
@@ -374,8 +376,10 @@ class SessionRegistry:
     def add(self, ws: WebSocket) -> None:
         self._sessions.add(ws)
 
-    def discard(self, ws: WebSocket) -> None:
+    def end(self, ws: WebSocket) -> None:
+        """Forget a finished session: membership, and every topic it subscribed to."""
         self._sessions.discard(ws)
+        self._fanout.drop(ws)
 
     async def close_all(self, timeout: float) -> None:
         """Refuse new sessions and close every open one with 1001, waiting at most ``timeout``.
@@ -444,26 +448,23 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
     require_masked_frames(request, response)
     ws = WebSocket(response, event, registry)
     registry.add(ws)
-    logger.debug("WebSocket session opened: %s", ws)
+    debug = logger.isEnabledFor(logging.DEBUG)
+    if debug:
+        logger.debug("WebSocket session opened: %s", ws)
     try:
         await response.session(ws)
     except asyncio.CancelledError:
-        _end(ws, registry)
+        registry.end(ws)
         raise
     except Exception as exc:
         await _fail(ws, exc)
     else:
         if not ws.closed:
             await ws.close()
-    _end(ws, registry)
-    logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
+    registry.end(ws)
+    if debug:
+        logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
     return response
-
-
-def _end(ws: WebSocket, registry: SessionRegistry) -> None:
-    """Forget a finished session: the registry, and every topic it subscribed to."""
-    registry.discard(ws)
-    ws.event.request.app[FANOUT_KEY].drop(ws)
 
 
 async def _fail(ws: WebSocket, exc: Exception) -> None:
