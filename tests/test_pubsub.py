@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -12,19 +12,13 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_spry import (
-    Event,
-    MemoryBroker,
-    Spry,
-    TextDataReceived,
-    WebSocket,
-    broker_from_url,
-)
+from aiohttp_spry import Event, MemoryBroker, Spry, TextDataReceived, WebSocket, broker_from_url
 from aiohttp_spry.pubsub import FANOUT_KEY, fanout
 from aiohttp_spry.pubsub.redis import RedisBroker
 
 from .conftest import ClientFactory
-from .rawws import RawWebSocket
+from .support.polling import eventually
+from .support.rawws import RawWebSocket
 
 Client = TestClient[web.Request, web.Application]
 TIMEOUT = 5.0
@@ -72,12 +66,8 @@ async def join(client: Client, topic: str, **kwargs: Any) -> Any:
     return ws
 
 
-async def until(condition: Any, what: str) -> None:
-    for _ in range(250):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+async def until(condition: Callable[[], object], what: str) -> None:
+    await eventually(condition, what=what)
 
 
 async def test_published_str_bytes_and_json_arrive_as_text_binary_and_json_text(

@@ -25,15 +25,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from tests.e2e.helpers import (
-    HOST,
-    IO_TIMEOUT,
-    PROTOCOL,
-    WELCOME,
-    build_request,
-    raw_exchange,
-    subprocess_env,
-)
+from tests.e2e.helpers import IO_TIMEOUT, PROTOCOL, WELCOME
+from tests.support.procs import HOST, subprocess_env
+from tests.support.rawws import raw_exchange
+from tests.support.wire import build_request
 
 pytestmark = pytest.mark.e2e
 

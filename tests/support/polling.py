@@ -29,7 +29,7 @@ DEFAULT_INTERVAL = 0.02
 
 @overload
 async def eventually(
-    condition: Callable[[], Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
     timeout: float = ...,
     interval: float = ...,
     *,
@@ -39,7 +39,7 @@ async def eventually(
 
 @overload
 async def eventually(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     timeout: float = ...,
     interval: float = ...,
     *,
@@ -54,8 +54,8 @@ async def eventually(
     *,
     what: str | Callable[[], str] | None = None,
 ) -> object:
-    """Call ``condition`` (sync or async) every ``interval`` seconds until its result is truthy;
-    return that result.
+    """Call ``condition`` (sync or async) every ``interval`` seconds until its result is
+    truthy; return that result.
 
     A try that raises ``AssertionError`` counts as not yet true, so a condition may be
     a block of asserts. ``what`` names what is awaited in the failure message (a

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import attrs
 
@@ -52,6 +52,12 @@ class RawResponse:
     @property
     def status(self) -> int:
         return int(self.status_line.split(" ", 2)[1])
+
+    @overload
+    def header(self, name: str) -> str | None: ...
+
+    @overload
+    def header(self, name: str, default: str) -> str: ...
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (any case), or ``default``."""
