@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.http import WSMessageTextBytes
 
@@ -285,17 +286,27 @@ async def until_every_member_listens(
     The rooms send no join message; a member that received an announcement is
     subscribed in its own process, and its process in Redis.
     """
-    deadline = time.monotonic() + timeout
     probe = 0
-    while not all(member.got_probe() for member in members):
-        if time.monotonic() >= deadline:
-            missing = [m.name for m in members if not m.got_probe()]
-            raise AssertionError(f"members {missing} got no announcement within {timeout}s")
+
+    async def every_member_got_one() -> bool:
+        nonlocal probe
         port = ports[probe % len(ports)]
         async with http.post(f"http://{HOST}:{port}/rooms/{room}", data=f"probe-{probe}") as r:
-            assert r.status == 200, await r.text()
+            if r.status != 200:  # not a reason to try again: fail at once
+                pytest.fail(f"POST /rooms/{room} answered {r.status}: {await r.text()}")
         probe += 1
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the announcement's way through Redis
+        return all(member.got_probe() for member in members)
+
+    if not all(member.got_probe() for member in members):
+        await eventually(
+            every_member_got_one,
+            timeout,
+            0,
+            what=lambda: (
+                f"an announcement for members {[m.name for m in members if not m.got_probe()]}"
+            ),
+        )
 
 
 async def exchange_and_check(members: list[Member], per_member: int) -> None:

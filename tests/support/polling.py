@@ -58,7 +58,8 @@ async def eventually(
     truthy; return that result.
 
     A try that raises ``AssertionError`` counts as not yet true, so a condition may be
-    a block of asserts. ``what`` names what is awaited in the failure message (a
+    a block of asserts; anything else it raises (``pytest.fail()`` included) ends the
+    wait at once. ``what`` names what is awaited in the failure message (a
     callable is called then, to describe the state at the end); by default the
     condition's name.
 

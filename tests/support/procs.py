@@ -29,6 +29,7 @@ __all__ = [
     "HOST",
     "REPO_ROOT",
     "free_port",
+    "free_port_pair",
     "is_listening",
     "log_tail",
     "spawn_listening",
@@ -48,6 +49,23 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_pair(host: str = HOST) -> int:
+    """A port P with P and P+1 both free on ``host`` (``adev`` also serves an aux app on P+1).
+
+    Raises:
+        RuntimeError: no such pair came up in 50 tries.
+    """
+    for _ in range(50):
+        port = free_port(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as aux:
+            try:
+                aux.bind((host, port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free pair of ports found on {host}")
 
 
 def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
