@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,22 +15,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.polling import eventually
+from tests.support.procs import free_port_pair
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 WELCOME = "Connected to Spry WebSocket server! Send a message and I will echo it back."
-
-
-def free_port_pair() -> int:
-    """A port P with P and P+1 free (adev also serves an aux app on P+1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        with socket.socket() as aux, contextlib.suppress(OSError):
-            aux.bind(("127.0.0.1", port + 1))
-            return port
-    raise RuntimeError("no free pair of ports found")
 
 
 @pytest.fixture(
@@ -72,14 +62,16 @@ def adev_server(
 
 async def wait_until_serving(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     async with aiohttp.ClientSession() as http:
-        for _ in range(150):
-            assert proc.poll() is None, log.read_text()
+
+        async def serving() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"adev exited with {proc.returncode}:\n{log.read_text()}")
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(f"http://127.0.0.1:{port}/chat") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"adev did not serve /chat in 15 s:\n{log.read_text()}")
+                    return resp.status == 200
+            return False
+
+        await eventually(serving, 15.0, 0.1, what=lambda: f"adev serving /chat:\n{log.read_text()}")
 
 
 @pytest.mark.timeout(60)

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 from aiohttp_spry import Event, PeerNotReadingError, Spry, WebSocket, WebSocketSettings
 
 from .conftest import ClientFactory, RunAppFactory, spry_records
-from .rawws import RawWebSocket
+from .support.polling import eventually
+from .support.rawws import RawWebSocket
 
 Client = TestClient[web.Request, web.Application]
 
@@ -104,10 +105,7 @@ async def test_max_sessions_refuses_with_503_until_a_session_ends(
     assert refused.value.status == 503
     assert "max_sessions=2" in spry_records(caplog, logging.WARNING)[0].getMessage()
     await first.close()
-    for _ in range(100):
-        if len(Spry.sessions(client.app)) < 2:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(Spry.sessions(client.app)) < 2, what="the first session ended")
     third = await client.ws_connect("/ws")
     assert await third.receive_str() == "hello"
     await second.close()
@@ -149,10 +147,7 @@ async def test_peer_that_never_reads_is_aborted_after_send_timeout(
     [warning] = spry_records(caplog, logging.WARNING)
     assert "not reading" in warning.getMessage() and "1008" in warning.getMessage()
     assert spry_records(caplog, logging.ERROR) == []
-    for _ in range(100):
-        if not Spry.sessions(client.app):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: not Spry.sessions(client.app), what="the aborted session ended")
     assert Spry.sessions(client.app) == ()
     await conn.aclose()
 

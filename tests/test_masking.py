@@ -11,7 +11,7 @@ from aiohttp_spry import Event, Spry, TextDataReceived, WebSocket
 from aiohttp_spry.websocket.masking import _PARSER_ATTRIBUTE
 
 from .conftest import ClientFactory, spry_records
-from .rawws import RawWebSocket
+from .support.rawws import RawWebSocket
 
 seen_parsers: list[object] = []
 

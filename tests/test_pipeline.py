@@ -11,7 +11,7 @@ from aiohttp import WSMsgType, web
 from aiohttp_spry import Event, HTTPError, Next, NotFoundError, Spry, UpgradeResponse, WebSocket
 
 from .conftest import ClientFactory, spry_records
-from .rawws import RawWebSocket
+from .support.rawws import RawWebSocket
 
 
 async def send_x(ws: WebSocket) -> None:
@@ -258,7 +258,7 @@ async def test_error_handlers_can_shape_malformed_handshake_400(serve: ClientFac
 
     client = await serve(spry)
     conn = await RawWebSocket.connect("127.0.0.1", client.port)
-    reply = await conn.request("/ws", headers={"Sec-WebSocket-Key": None})  # type: ignore[dict-item]
+    reply = await conn.request("/ws", headers={"Sec-WebSocket-Key": None})
     assert (reply.status, reply.body) == (200, b'{"refused": 400}')
     await conn.aclose()
 
@@ -325,7 +325,7 @@ async def test_not_found_middleware_is_installed_only_with_error_handlers() -> N
 def test_sync_middleware_is_refused_at_registration() -> None:
     spry = Spry()
     with pytest.raises(TypeError, match="must be an async function"):
-        spry.use(lambda event, next: None)  # type: ignore[arg-type,return-value]
+        spry.use(lambda event, next: None)  # type: ignore[type-var]
     with pytest.raises(ValueError, match="must start with '/'"):
         spry.on_error(lambda error, event: None, path="admin")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -12,19 +12,14 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from aiohttp_spry import (
-    Event,
-    MemoryBroker,
-    Spry,
-    TextDataReceived,
-    WebSocket,
-    broker_from_url,
-)
+from aiohttp_spry import Event, MemoryBroker, Spry, TextDataReceived, WebSocket, broker_from_url
 from aiohttp_spry.pubsub import FANOUT_KEY, fanout
 from aiohttp_spry.pubsub.redis import RedisBroker
 
 from .conftest import ClientFactory
-from .rawws import RawWebSocket
+from .support.polling import eventually
+from .support.rawws import RawWebSocket
+from .support.wire import BINARY, CLOSE
 
 Client = TestClient[web.Request, web.Application]
 TIMEOUT = 5.0
@@ -72,12 +67,8 @@ async def join(client: Client, topic: str, **kwargs: Any) -> Any:
     return ws
 
 
-async def until(condition: Any, what: str) -> None:
-    for _ in range(250):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+async def until(condition: Callable[[], object], what: str) -> None:
+    await eventually(condition, what=what)
 
 
 async def test_published_str_bytes_and_json_arrive_as_text_binary_and_json_text(
@@ -285,36 +276,56 @@ async def test_a_slow_subscriber_is_queued_then_closed_with_1008_and_never_delay
     serve: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    spry = Spry(max_queued=8)
+    max_queued = 8
+    spry = Spry(max_queued=max_queued)
     client = await room_client(serve, spry)
     reader = await join(client, "firehose")
     stalled = await RawWebSocket.connect("127.0.0.1", client.port)
     assert (await stalled.request("/t/firehose")).status == 101
     await until(lambda: len(Spry.subscribers(client.app, "firehose")) == 2, "two subscribers")
     chunk = 256 * 1024
+
+    def message(index: int) -> bytes:
+        return bytes([index % 256]) * chunk
+
     published = 0
     # The stalled peer never reads: kernel and transport buffers fill, then its
-    # queue, then it is closed. The reading peer must get every message.
+    # queue, then it is closed. The reading peer must get every message, in order.
     for index in range(400):
-        await spry.publish(client.app, "firehose", bytes([index % 256]) * chunk)
+        await spry.publish(client.app, "firehose", message(index))
         published += 1
-        message = await reader.receive(timeout=TIMEOUT)
-        assert message.data == bytes([index % 256]) * chunk
+        received = await reader.receive(timeout=TIMEOUT)
+        assert received.data == message(index)
         if pubsub_records(caplog, logging.WARNING):
             break
+    # Only the slow path logs this: the stalled peer's own queue filled to
+    # max_queued (fast-path writes never queue), and one more overflowed it.
     [warning] = pubsub_records(caplog, logging.WARNING)
-    assert "too slow" in warning.getMessage() and "1008" in warning.getMessage()
-    assert "firehose" in warning.getMessage()
+    text = warning.getMessage()
+    assert text.startswith("Subscriber too slow"), text
+    assert f"{max_queued} published messages waiting (max_queued={max_queued})" in text, text
+    assert "closing with 1008" in text and "firehose" in text, text
     assert len(Spry.subscribers(client.app, "firehose")) == 1
     # Others keep receiving after the slow one is gone.
     for index in range(5):
         await spry.publish(client.app, "firehose", f"after {index}")
         assert await reader.receive_str(timeout=TIMEOUT) == f"after {index}"
-    # The stalled peer, reading at last, finds the data it was sent, then 1008.
+    # The stalled peer, reading at last, finds what reached it before the overflow:
+    # the first messages, in order, whole, and not the rest (its queue was dropped),
+    # then the close frame with 1008.
     hello = await stalled.read_frame()
     assert json.loads(hello.payload)["joined"] == ["firehose"]
-    close = await stalled.read_until_close(limit=published + 10)
-    assert close.close_code == 1008
+    delivered = 0
+    for _ in range(published + 10):
+        frame = await stalled.read_frame()
+        if frame.opcode == CLOSE:
+            break
+        assert (frame.opcode, frame.payload) == (BINARY, message(delivered)), delivered
+        delivered += 1
+    else:
+        raise AssertionError(f"no close frame after {published + 10} frames")
+    assert frame.close_code == 1008
+    assert 0 < delivered < published, (delivered, published)
     await stalled.aclose()
     await reader.close()
 

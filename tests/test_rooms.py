@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -10,10 +9,10 @@ from aiohttp.test_utils import TestClient
 
 from aiohttp_spry import Spry
 from example_app.main import create_app
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 TIMEOUT = 5.0
-
 
 async def members(client: Client, room: str, count: int, **query: str) -> list[Any]:
     joined = [await client.ws_connect(f"/rooms/{room}", params=query) for _ in range(count)]
@@ -22,11 +21,10 @@ async def members(client: Client, room: str, count: int, **query: str) -> list[A
 
 
 async def wait_for_members(client: Client, room: str, count: int) -> None:
-    for _ in range(250):
-        if len(Spry.subscribers(client.app, f"room:{room}")) >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{count} members did not join {room!r}")
+    await eventually(
+        lambda: len(Spry.subscribers(client.app, f"room:{room}")) >= count,
+        what=f"{count} members joined {room!r}",
+    )
 
 
 async def test_a_members_text_reaches_every_other_member_as_json_and_not_the_sender(

@@ -24,7 +24,9 @@ from aiohttp_spry import (
 )
 
 from .conftest import ClientFactory, RunAppFactory, spry_records
-from .rawws import RawWebSocket, close_payload
+from .support.polling import eventually
+from .support.rawws import RawWebSocket
+from .support.wire import close_payload
 
 Client = TestClient[web.Request, web.Application]
 Session = Callable[[WebSocket], Awaitable[None]]
@@ -256,10 +258,7 @@ async def test_peer_that_vanishes_ends_the_session_and_frees_it(
     assert len(Spry.sessions(running.app)) == 1
     conn.writer.transport.abort()
     await asyncio.wait_for(ended.wait(), 5)
-    for _ in range(50):
-        if not Spry.sessions(running.app):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: not Spry.sessions(running.app), what="the session ended")
     assert Spry.sessions(running.app) == ()
     assert outcome == ["cancelled" if handler_cancellation else "iteration ended"]
 
@@ -313,10 +312,7 @@ async def test_shutdown_drops_a_peer_that_never_answers_after_the_timeout(
     app = client.app
     conn = await RawWebSocket.connect("127.0.0.1", client.port)
     assert (await conn.request("/ws")).status == 101
-    for _ in range(50):
-        if Spry.sessions(app):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: Spry.sessions(app), what="the session started")
     # The raw peer reads the 1001 close frame but never answers it.
     await asyncio.wait_for(app.shutdown(), 5)
     assert (await conn.read_frame()).close_code == CloseCode.GOING_AWAY
@@ -364,10 +360,7 @@ async def test_finished_sessions_are_freed_without_the_cyclic_gc(serve: ClientFa
             assert (await conn.read_until_close()).close_code == 1000
             assert await conn.read_to_eof() == b""
             await conn.aclose()
-        for _ in range(50):
-            if not Spry.sessions(client.app):
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: not Spry.sessions(client.app), what="every session ended")
         await asyncio.sleep(0.05)
         known = {id(o) for o in earlier}
         alive = [

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from aiohttp_spry import Event, Spry, WebSocket
 
 from .conftest import ClientFactory, spry_records
-from .rawws import RawWebSocket
+from .support.rawws import RawWebSocket
 
 Client = TestClient[web.Request, web.Application]
 

@@ -19,7 +19,7 @@ import pytest
 # The e2e suite's fixtures: ``server`` starts ``python -m example_app`` on a free
 # 127.0.0.1 port and stops it by PID afterwards; ``server_args`` feeds it.
 from tests.e2e.conftest import server, server_args  # noqa: F401
-from tests.optional import require_tool
+from tests.support.optional import require_tool
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

@@ -9,8 +9,6 @@ subscribed) before anybody speaks to it.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
-from tests.e2e.conftest import REPO_ROOT, STARTUP_TIMEOUT, _stop, _wait_until_listening
-from tests.e2e.helpers import HOST, ServerProcess, free_port, subprocess_env
+from tests.e2e.helpers import ServerProcess, start_example, stop_example
+from tests.support.procs import HOST, free_port
 
 from .helpers import wait_for_log
 
@@ -135,22 +133,12 @@ class RestartableServer:
 
     def start(self) -> ServerProcess:
         log_path = self.directory / f"server-{len(self.runs)}.log"
-        with log_path.open("wb") as log_file:  # the child keeps its own descriptor
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "example_app", "--host", HOST, "--port", str(self.port)],
-                cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=subprocess_env(),
-            )
-        self.runs.append(ServerProcess(port=self.port, proc=proc, log_path=log_path))
-        _wait_until_listening(self.current, STARTUP_TIMEOUT)
+        self.runs.append(start_example(log_path, port=self.port))
         return self.current
 
     def stop(self) -> None:
         """SIGINT (the server closes every WebSocket with 1001), kill after a timeout."""
-        _stop(self.current.proc)
+        stop_example(self.current)
 
 
 @pytest.fixture
@@ -161,7 +149,7 @@ def restartable_server(tmp_path: Path) -> Iterator[RestartableServer]:
         yield server
     finally:
         for run in server.runs:
-            _stop(run.proc)
+            stop_example(run)
 
 
 def test_two_pages_in_a_room_see_each_others_messages_once_and_other_rooms_see_none(

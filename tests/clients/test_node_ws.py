@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import PROTOCOL, WELCOME, ServerProcess, subprocess_env
+from tests.e2e.helpers import PROTOCOL, WELCOME, ServerProcess
+from tests.support.procs import subprocess_env
 
 from .helpers import wait_for_log
 

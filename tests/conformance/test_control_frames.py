@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 
-from ..rawws import close_payload
-from .conftest import EchoServer
-from .wire import (
+from ..support.wire import close_payload
+from .checks import (
     CLOSE,
     PING,
     PONG,
@@ -16,8 +15,9 @@ from .wire import (
     ConformanceSocket,
     assert_connection_failed,
     assert_still_serves,
-    raw_frame,
+    client_frame,
 )
+from .conftest import EchoServer
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ async def test_control_frame_over_125_bytes_fails_with_1002(
     # RFC 6455 §5.5: all control frames MUST have a payload length of 125 bytes or less.
     payload = close_payload(1000, "x" * 124) if opcode == CLOSE else b"x" * 126
     assert len(payload) == 126
-    await assert_connection_failed(server.port, caplog, raw_frame(opcode, payload), 1002)
+    await assert_connection_failed(server.port, caplog, client_frame(opcode, payload), 1002)
 
 
 @pytest.mark.parametrize("opcode", [PING, PONG, CLOSE], ids=["ping", "pong", "close"])
@@ -67,7 +67,7 @@ async def test_fragmented_control_frame_fails_with_1002(
 ) -> None:
     # RFC 6455 §5.5: control frames MUST NOT be fragmented.
     payload = close_payload(1000) if opcode == CLOSE else b"part"
-    data = raw_frame(opcode, payload, fin=False)
+    data = client_frame(opcode, payload, fin=False)
     await assert_connection_failed(server.port, caplog, data, 1002)
 
 
@@ -125,7 +125,7 @@ async def test_nothing_is_sent_after_the_close_frame_even_when_data_follows(
     conn = await ConformanceSocket.open(server.port)
     # RFC 6455 §5.5.1: after sending a Close, the endpoint MUST NOT send more data
     # frames; data arriving after the peer's Close is not processed.
-    await conn.send(raw_frame(CLOSE, close_payload(1000)) + raw_frame(TEXT, b"too late"))
+    await conn.send(client_frame(CLOSE, close_payload(1000)) + client_frame(TEXT, b"too late"))
     frame = await conn.read_frame()
     assert (frame.opcode, frame.close_code) == (CLOSE, 1000)
     await conn.expect_eof()
@@ -154,7 +154,7 @@ async def test_close_with_a_code_that_may_not_be_sent_fails_with_1002(
     # RFC 6455 §7.4.1/§7.4.2: 0-999 are never used, 1004 is reserved, 1005, 1006 and
     # 1015 MUST NOT be set in a Close frame, 1016-2999 are reserved for the protocol.
     # A Close carrying one is a protocol error (Autobahn TestSuite case 7.9.x).
-    data = raw_frame(CLOSE, close_payload(code, "bad code"))
+    data = client_frame(CLOSE, close_payload(code, "bad code"))
     await assert_connection_failed(server.port, caplog, data, 1002)
 
 
@@ -162,14 +162,14 @@ async def test_close_with_a_one_byte_payload_fails_with_1002(
     server: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # RFC 6455 §5.5.1: a Close body starts with a 2-byte code; one byte is malformed.
-    await assert_connection_failed(server.port, caplog, raw_frame(CLOSE, b"\x03"), 1002)
+    await assert_connection_failed(server.port, caplog, client_frame(CLOSE, b"\x03"), 1002)
 
 
 async def test_close_reason_with_invalid_utf8_fails_with_1007(
     server: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # RFC 6455 §5.5.1: the close reason is UTF-8; §8.1 invalid UTF-8 fails with 1007.
-    data = raw_frame(CLOSE, close_payload(1000) + b"\xff\xfe")
+    data = client_frame(CLOSE, close_payload(1000) + b"\xff\xfe")
     await assert_connection_failed(server.port, caplog, data, 1007)
 
 
@@ -178,7 +178,9 @@ async def test_ping_between_two_messages_does_not_disturb_them(
 ) -> None:
     conn = await ConformanceSocket.open(server.port)
     await conn.send(
-        raw_frame(TEXT, b"first") + raw_frame(PING, b"keepalive") + raw_frame(TEXT, b"second")
+        client_frame(TEXT, b"first")
+        + client_frame(PING, b"keepalive")
+        + client_frame(TEXT, b"second")
     )
     frames = [await asyncio.wait_for(conn.read_frame(), 5) for _ in range(3)]
     # Messages keep their order; the pong may come whenever practical (§5.5.2).

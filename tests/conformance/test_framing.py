@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from .conftest import EchoServer
-from .wire import (
+from .checks import (
     BINARY,
     CLOSE,
     CONTINUATION,
@@ -17,10 +16,11 @@ from .wire import (
     ConformanceSocket,
     assert_connection_failed,
     assert_still_serves,
+    client_frame,
     expect_failure,
-    raw_frame,
     wait_for_warning,
 )
+from .conftest import EchoServer
 
 DEFLATE: dict[str, str | None] = {"Sec-WebSocket-Extensions": "permessage-deflate"}
 # 'é' is 2 bytes, '€' 3 and '😀' 4 in UTF-8.
@@ -62,10 +62,10 @@ async def test_three_text_fragments_with_a_ping_between_are_one_message(
 ) -> None:
     conn = await ConformanceSocket.open(server.port)
     await conn.send(
-        raw_frame(TEXT, b"frag-one ", fin=False)
-        + raw_frame(PING, b"between fragments")
-        + raw_frame(CONTINUATION, b"frag-two ", fin=False)
-        + raw_frame(CONTINUATION, b"frag-three")
+        client_frame(TEXT, b"frag-one ", fin=False)
+        + client_frame(PING, b"between fragments")
+        + client_frame(CONTINUATION, b"frag-two ", fin=False)
+        + client_frame(CONTINUATION, b"frag-three")
     )
     # RFC 6455 §5.4: control frames may be injected in the middle of a fragmented
     # message; the ping is answered and the fragments still make one message.
@@ -90,9 +90,9 @@ async def test_utf8_split_inside_multibyte_characters_across_fragments_is_accept
         with pytest.raises(UnicodeDecodeError):
             piece.decode()  # each fragment on its own is not valid UTF-8
     conn = await ConformanceSocket.open(server.port)
-    frames = [raw_frame(TEXT, pieces[0], fin=False)]
-    frames += [raw_frame(CONTINUATION, piece, fin=False) for piece in pieces[1:-1]]
-    frames.append(raw_frame(CONTINUATION, pieces[-1]))
+    frames = [client_frame(TEXT, pieces[0], fin=False)]
+    frames += [client_frame(CONTINUATION, piece, fin=False) for piece in pieces[1:-1]]
+    frames.append(client_frame(CONTINUATION, pieces[-1]))
     await conn.send(b"".join(frames))
     assert await conn.read_message() == (TEXT, encoded)
     await conn.close_cleanly()
@@ -102,12 +102,12 @@ async def test_utf8_split_inside_multibyte_characters_across_fragments_is_accept
 @pytest.mark.parametrize(
     "frames",
     [
-        [raw_frame(TEXT, b"\xff\xfe")],
-        [raw_frame(TEXT, b"overlong \xc0\xaf")],
-        [raw_frame(TEXT, b"surrogate \xed\xa0\x80")],
-        [raw_frame(TEXT, b"truncated \xe2\x82")],
-        [raw_frame(TEXT, b"ok so far ", fin=False), raw_frame(CONTINUATION, b"then \xff")],
-        [raw_frame(TEXT, b"ends mid-character \xf0\x9f", fin=False), raw_frame(CONTINUATION)],
+        [client_frame(TEXT, b"\xff\xfe")],
+        [client_frame(TEXT, b"overlong \xc0\xaf")],
+        [client_frame(TEXT, b"surrogate \xed\xa0\x80")],
+        [client_frame(TEXT, b"truncated \xe2\x82")],
+        [client_frame(TEXT, b"ok so far ", fin=False), client_frame(CONTINUATION, b"then \xff")],
+        [client_frame(TEXT, b"ends mid-character \xf0\x9f", fin=False), client_frame(CONTINUATION)],
     ],
     ids=[
         "invalid-bytes",
@@ -131,7 +131,7 @@ async def test_reserved_bits_without_an_extension_fail_with_1002(
     server: EchoServer, caplog: pytest.LogCaptureFixture, rsv: int, opcode: int
 ) -> None:
     # RFC 6455 §5.2: a nonzero RSV bit no negotiated extension defines fails the connection.
-    data = raw_frame(opcode, b"reserved", rsv=rsv)
+    data = client_frame(opcode, b"reserved", rsv=rsv)
     await assert_connection_failed(server.port, caplog, data, 1002)
 
 
@@ -139,7 +139,7 @@ async def test_rsv1_on_a_continuation_frame_fails_with_1002_even_with_permessage
     server: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # RFC 7692 §6.1: RSV1 ("compressed") is only for the first frame of a message.
-    data = raw_frame(BINARY, b"abc", fin=False) + raw_frame(CONTINUATION, b"x", rsv=0b100)
+    data = client_frame(BINARY, b"abc", fin=False) + client_frame(CONTINUATION, b"x", rsv=0b100)
     await assert_connection_failed(server.port, caplog, data, 1002, headers=DEFLATE)
 
 
@@ -155,7 +155,7 @@ async def test_rsv1_on_a_control_frame_fails_with_1002_with_permessage_deflate(
     server: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # RFC 7692 §6.1: an endpoint MUST NOT set RSV1 on control frames; receiving one fails.
-    data = raw_frame(PING, b"compressed?", rsv=0b100)
+    data = client_frame(PING, b"compressed?", rsv=0b100)
     await assert_connection_failed(server.port, caplog, data, 1002, headers=DEFLATE)
 
 
@@ -174,7 +174,7 @@ async def test_unknown_opcode_fails_with_1002(
     server: EchoServer, caplog: pytest.LogCaptureFixture, opcode: int
 ) -> None:
     # RFC 6455 §5.2: an unknown opcode fails the connection.
-    await assert_connection_failed(server.port, caplog, raw_frame(opcode, b"what"), 1002)
+    await assert_connection_failed(server.port, caplog, client_frame(opcode, b"what"), 1002)
 
 
 async def test_unmasked_first_client_frame_closes_the_connection(
@@ -182,7 +182,7 @@ async def test_unmasked_first_client_frame_closes_the_connection(
 ) -> None:
     # RFC 6455 §5.1: the server MUST close the connection on an unmasked frame and
     # MAY send a close frame with 1002 first; either a 1002 close or EOF passes.
-    data = raw_frame(TEXT, b"not masked", mask=False)
+    data = client_frame(TEXT, b"not masked", mask=False)
     await assert_connection_failed(server.port, caplog, data, 1002, drop_allowed=True)
 
 
@@ -199,7 +199,7 @@ async def test_unmasked_client_frame_after_masked_ones_closes_the_connection(
     server: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # As above, for a frame later in the connection: every client frame must be masked.
-    data = raw_frame(TEXT, b"not masked", mask=False)
+    data = client_frame(TEXT, b"not masked", mask=False)
     await assert_connection_failed(
         server.port, caplog, data, 1002, after_echo=True, drop_allowed=True
     )
@@ -210,18 +210,18 @@ async def test_continuation_frame_without_a_started_message_fails_with_1002(
     server: EchoServer, caplog: pytest.LogCaptureFixture, fin: bool
 ) -> None:
     # RFC 6455 §5.4: a continuation frame continues a fragmented message; none is open.
-    data = raw_frame(CONTINUATION, b"orphan", fin=fin)
+    data = client_frame(CONTINUATION, b"orphan", fin=fin)
     await assert_connection_failed(server.port, caplog, data, 1002)
 
 
 @pytest.mark.parametrize(
     "frames",
     [
-        [raw_frame(TEXT, b"open ", fin=False), raw_frame(TEXT, b"new message")],
-        [raw_frame(TEXT, b"open ", fin=False), raw_frame(BINARY, b"new", fin=False)],
-        [raw_frame(BINARY, b"open", fin=False), raw_frame(TEXT, b"new message")],
+        [client_frame(TEXT, b"open ", fin=False), client_frame(TEXT, b"new message")],
+        [client_frame(TEXT, b"open ", fin=False), client_frame(BINARY, b"new", fin=False)],
+        [client_frame(BINARY, b"open", fin=False), client_frame(TEXT, b"new message")],
         pytest.param(
-            [raw_frame(TEXT, b"", fin=False), raw_frame(TEXT, b"new message")],
+            [client_frame(TEXT, b"", fin=False), client_frame(TEXT, b"new message")],
             marks=pytest.mark.xfail(
                 strict=True,
                 reason=(
@@ -264,7 +264,7 @@ async def test_first_frame_mask_bit_is_judged_when_the_header_arrives_byte_by_by
     server: EchoServer, caplog: pytest.LogCaptureFixture, masked: bool
 ) -> None:
     # The frame's first two bytes reach the server in separate reads.
-    data = raw_frame(TEXT, b"slowly", mask=masked)
+    data = client_frame(TEXT, b"slowly", mask=masked)
     conn = await ConformanceSocket.open(server.port)
     await conn.send(data[:1])
     await asyncio.sleep(0.05)

@@ -24,15 +24,9 @@ from hypothesis import strategies as st
 from aiohttp_spry import Event, Spry
 
 from ..conftest import ClientFactory
-from ..rawws import close_payload
+from ..support.wire import close_payload
+from .checks import CLOSE, ConformanceSocket, accept_for, assert_no_traceback, client_frame
 from .conftest import echo
-from .wire import (
-    CLOSE,
-    ConformanceSocket,
-    accept_for,
-    assert_no_traceback,
-    raw_frame,
-)
 
 SERVER_PROTOCOLS = ("chat", "superchat")
 #: Each read of an answer waits at most this long (a request the server is still
@@ -342,7 +336,7 @@ async def judge_upgrade(conn: ConformanceSocket, probe: Probe, reply: dict[str, 
             assert agreed in SERVER_PROTOCOLS, agreed
     if probe.clean and not probe.sent("Content-Length") and not probe.sent("Transfer-Encoding"):
         # The session runs: a close is answered with a close.
-        await conn.send(raw_frame(CLOSE, close_payload(1000)))
+        await conn.send(client_frame(CLOSE, close_payload(1000)))
         frame = await asyncio.wait_for(conn.read_until_close(), ANSWER_TIMEOUT)
         assert frame.close_code == 1000, frame
 

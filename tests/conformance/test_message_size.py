@@ -11,8 +11,7 @@ import struct
 
 import pytest
 
-from .conftest import SMALL_LIMIT, EchoServer
-from .wire import (
+from .checks import (
     BINARY,
     CONTINUATION,
     PING,
@@ -20,8 +19,9 @@ from .wire import (
     ConformanceSocket,
     assert_connection_failed,
     assert_still_serves,
-    raw_frame,
+    client_frame,
 )
+from .conftest import SMALL_LIMIT, EchoServer
 
 
 def fragments(opcode: int, payload: bytes, size: int, *, ping_after: int | None = None) -> bytes:
@@ -30,10 +30,10 @@ def fragments(opcode: int, payload: bytes, size: int, *, ping_after: int | None 
     frames = []
     for i, piece in enumerate(pieces):
         frames.append(
-            raw_frame(opcode if i == 0 else CONTINUATION, piece, fin=i == len(pieces) - 1)
+            client_frame(opcode if i == 0 else CONTINUATION, piece, fin=i == len(pieces) - 1)
         )
         if i == ping_after:
-            frames.append(raw_frame(PING, b"interleaved"))
+            frames.append(client_frame(PING, b"interleaved"))
     return b"".join(frames)
 
 
@@ -41,7 +41,7 @@ def fragments(opcode: int, payload: bytes, size: int, *, ping_after: int | None 
 async def test_one_frame_over_max_msg_size_fails_with_1009(
     server: EchoServer, caplog: pytest.LogCaptureFixture, opcode: int
 ) -> None:
-    data = raw_frame(opcode, b"x" * (SMALL_LIMIT + 1))
+    data = client_frame(opcode, b"x" * (SMALL_LIMIT + 1))
     await assert_connection_failed(server.port, caplog, data, 1009, path="/small")
 
 
@@ -81,7 +81,7 @@ async def test_message_of_exactly_max_msg_size_is_echoed(
 ) -> None:
     conn = await ConformanceSocket.open(server.port, "/small")
     payload = b"z" * SMALL_LIMIT
-    await conn.send(fragments(BINARY, payload, 256) if split else raw_frame(BINARY, payload))
+    await conn.send(fragments(BINARY, payload, 256) if split else client_frame(BINARY, payload))
     assert await conn.read_message() == (BINARY, payload)
     await conn.close_cleanly()
     await assert_still_serves(server.port, caplog)

@@ -1,42 +1,26 @@
-"""Clients for the end-to-end suite: raw HTTP over asyncio streams, websockets, log polling."""
+"""The end-to-end suite's server and clients: ``python -m example_app``, websockets, log polling."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hashlib
-import os
-import socket
+import signal
 import subprocess
-import time
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 
-HOST = "127.0.0.1"
+from tests.support.polling import eventually
+from tests.support.procs import HOST, free_port, spawn_listening, stop_process
+from tests.support.wire import SAMPLE_KEY
+
 IO_TIMEOUT = 10.0
+STARTUP_TIMEOUT = 15.0
+SHUTDOWN_TIMEOUT = 10.0
 WELCOME = "Connected to Spry WebSocket server! Send a message and I will echo it back."
 PROTOCOL = "spry-chat-v1"
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment for child Pythons: unbuffered UTF-8 output, no proxies."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
 
 
 @dataclass
@@ -60,28 +44,32 @@ class ServerProcess:
         return self.log_path.read_bytes().decode("utf-8", errors="replace")
 
 
-@dataclass
-class RawResponse:
-    """An HTTP response as it came over the wire."""
+def start_example(
+    log_path: Path,
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
+    port: int | None = None,
+) -> ServerProcess:
+    """Start ``python -m example_app ARGS`` (or ``command``, which must listen on the port)
+    on a free loopback port and wait until it listens.
 
-    status_line: str
-    headers: list[tuple[str, str]]
-    body: bytes
+    Raises:
+        RuntimeError: it exited or did not listen within ``STARTUP_TIMEOUT``.
+    """
+    port = port or free_port()
+    if command is None:
+        command = [sys.executable, "-m", "example_app", "--host", HOST, "--port", str(port)]
+    proc = spawn_listening(
+        [*command, *args], port, log_path, env=env, timeout=STARTUP_TIMEOUT, label="example_app"
+    )
+    return ServerProcess(port=port, proc=proc, log_path=log_path)
 
-    @property
-    def status(self) -> int:
-        return int(self.status_line.split(" ", 2)[1])
 
-    def header(self, name: str, default: str | None = None) -> str | None:
-        values = self.header_values(name)
-        return values[0] if values else default
-
-    def header_values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
+def stop_example(server: ServerProcess, sig: signal.Signals = signal.SIGINT) -> None:
+    """``sig`` (SIGINT: a Ctrl-C), then SIGKILL after ``SHUTDOWN_TIMEOUT``; by PID only."""
+    stop_process(server.proc, sig, timeout=SHUTDOWN_TIMEOUT)
 
 
 def handshake_headers(port: int, **overrides: str | None) -> dict[str, str]:
@@ -98,62 +86,6 @@ def handshake_headers(port: int, **overrides: str | None) -> dict[str, str]:
     }
     headers.update({name.replace("_", "-"): value for name, value in overrides.items()})
     return {name: value for name, value in headers.items() if value is not None}
-
-
-def build_request(
-    method: str,
-    path: str,
-    headers: Mapping[str, str] | Sequence[tuple[str, str]],
-    *,
-    version: str = "HTTP/1.1",
-    body: bytes = b"",
-) -> bytes:
-    items = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-    lines = [f"{method} {path} {version}", *(f"{name}: {value}" for name, value in items)]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-async def raw_exchange(
-    port: int, request: bytes, *, head: bool = False, timeout: float = IO_TIMEOUT
-) -> RawResponse:
-    """Send ``request`` bytes on a fresh connection and read one response.
-
-    The body is read by ``Content-Length`` (none for 101/204/304 or ``head``),
-    otherwise up to EOF. The connection is closed afterwards.
-    """
-
-    async def exchange() -> RawResponse:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        try:
-            writer.write(request)
-            await writer.drain()
-            raw_head = await reader.readuntil(b"\r\n\r\n")
-            status_line, *header_lines = raw_head.decode("latin-1").split("\r\n")
-            headers = []
-            for line in header_lines:
-                if line:
-                    name, _, value = line.partition(":")
-                    headers.append((name.strip(), value.strip()))
-            response = RawResponse(status_line, headers, b"")
-            if head or response.status in (101, 204, 304):
-                return response
-            length = response.header("Content-Length")
-            if length is not None:
-                response.body = await reader.readexactly(int(length))
-            else:
-                response.body = await reader.read()
-            return response
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    return await asyncio.wait_for(exchange(), timeout)
-
-
-def expected_accept(key: str) -> str:
-    """The ``Sec-WebSocket-Accept`` a server must answer ``key`` with (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
 
 
 def ws_connect(server: ServerProcess, **kwargs: object) -> connect:
@@ -190,15 +122,17 @@ async def wait_for_log(server: ServerProcess, *needles: str, timeout: float = IO
     The server logs asynchronously to the client's view of the session, so a line
     may land a moment after the frame the client waited for.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def complete() -> str | None:
         log = server.log()
-        if all(needle in log for needle in needles):
-            return log
-        if time.monotonic() >= deadline:
-            missing = [needle for needle in needles if needle not in log]
-            raise AssertionError(f"server log lacks {missing!r} after {timeout}s:\n{log}")
-        await asyncio.sleep(0.05)
+        return log if all(needle in log for needle in needles) else None
+
+    def missing() -> str:
+        log = server.log()
+        lacking = [needle for needle in needles if needle not in log]
+        return f"server log lacks {lacking!r}:\n{log}"
+
+    return await eventually(complete, timeout, 0.05, what=missing)
 
 
 def log_lines(log: str, level: str, logger: str) -> list[str]:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import HOST, ServerProcess, assert_in_order, free_port, subprocess_env
+from tests.support.procs import HOST, free_port, subprocess_env
+
+from .helpers import ServerProcess, assert_in_order
 
 pytestmark = pytest.mark.e2e
 

@@ -8,15 +8,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from .helpers import (
-    IO_TIMEOUT,
-    ServerProcess,
-    build_request,
-    expect_welcome,
-    raw_exchange,
-    recv,
-    ws_connect,
-)
+from tests.support.rawws import raw_exchange
+from tests.support.wire import build_request
+
+from .helpers import IO_TIMEOUT, ServerProcess, expect_welcome, recv, ws_connect
 
 pytestmark = pytest.mark.e2e
 

@@ -6,16 +6,16 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.support.procs import HOST
+from tests.support.rawws import RawResponse, raw_exchange
+from tests.support.wire import build_request
+
 from .helpers import (
-    HOST,
     PROTOCOL,
-    RawResponse,
     ServerProcess,
     assert_server_still_serves,
-    build_request,
     handshake_headers,
     log_lines,
-    raw_exchange,
     wait_for_log,
 )
 

@@ -6,7 +6,11 @@ import json
 
 import pytest
 
-from .helpers import HOST, ServerProcess, build_request, handshake_headers, raw_exchange
+from tests.support.procs import HOST
+from tests.support.rawws import raw_exchange
+from tests.support.wire import build_request
+
+from .helpers import ServerProcess, handshake_headers
 
 pytestmark = pytest.mark.e2e
 

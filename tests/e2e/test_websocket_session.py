@@ -8,18 +8,17 @@ import struct
 
 import pytest
 
+from tests.support.rawws import raw_exchange
+from tests.support.wire import SAMPLE_KEY, accept_for, build_request
+
 from .helpers import (
     PROTOCOL,
-    SAMPLE_KEY,
     WELCOME,
     ServerProcess,
     assert_in_order,
-    build_request,
     expect_welcome,
-    expected_accept,
     handshake_headers,
     log_lines,
-    raw_exchange,
     recv,
     wait_for_log,
     ws_connect,
@@ -116,7 +115,7 @@ async def test_raw_upgrade_without_protocol_gets_101_without_protocol_header(
         assert "sec-websocket-protocol" not in headers, head
         assert "sec-websocket-extensions" not in headers, head
         assert headers["upgrade"].lower() == "websocket"
-        assert headers["sec-websocket-accept"] == expected_accept(SAMPLE_KEY)
+        assert headers["sec-websocket-accept"] == accept_for(SAMPLE_KEY)
 
         # The welcome arrives as one unmasked, uncompressed text frame.
         first, length = await asyncio.wait_for(reader.readexactly(2), 10)

@@ -8,24 +8,21 @@ skip with the reason. With ``SPRY_REQUIRE_OPTIONAL=1`` (CI sets it) a missing
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from aiohttp_spry import Spry
-from tests.e2e.conftest import REPO_ROOT, SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT
-from tests.e2e.conftest import _stop as stop_by_sigint
-from tests.e2e.conftest import _wait_until_listening as wait_until_listening
-from tests.e2e.helpers import HOST, ServerProcess, free_port, subprocess_env
-from tests.optional import require_tool
-from tests.redisproc import RedisProcess, redis_server_path
+from tests.e2e.helpers import ServerProcess, stop_example
+from tests.e2e.helpers import start_example as start_example_process
+from tests.support.optional import require_tool
+from tests.support.polling import eventually
+from tests.support.procs import HOST, subprocess_env
+from tests.support.redisproc import RedisProcess, redis_server_path
 
 #: ``port = await serve_app(app)``: served like ``web.run_app`` on 127.0.0.1.
 ServeApp = Callable[[web.Application], Awaitable[int]]
@@ -71,10 +68,13 @@ async def serve_app(redis_process: RedisProcess) -> AsyncIterator[ServeApp]:
     # reach Redis, before closing the brokers: a close() during an in-flight
     # (un)subscribe hangs (a library bug, see
     # test_broker_close_right_after_the_last_subscriber_left_returns).
-    for _ in range(250):  # at most 5 s
-        if not any(Spry.sessions(runner.app) for runner in runners):
-            break
-        await asyncio.sleep(0.02)
+    # (Best effort: after 5 s the cleanup goes ahead anyway.)
+    with contextlib.suppress(AssertionError):
+        await eventually(
+            lambda: not any(Spry.sessions(runner.app) for runner in runners),
+            5.0,
+            what="every session of the served apps ended",
+        )
     await asyncio.sleep(0.1)
     for runner in reversed(runners):
         await asyncio.wait_for(runner.cleanup(), 15.0)
@@ -90,44 +90,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def start_example(tmp_path: Path, redis_process: RedisProcess) -> Iterator[StartExample]:
     """Start ``python -m example_app`` processes on ``SPRY_BROKER_URL``; SIGINT them after."""
-    started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+    started: list[ServerProcess] = []
 
     def start(name: str, broker_url: str) -> ServerProcess:
-        port = free_port()
-        log_path = tmp_path / f"{name}.log"
-        log_file = log_path.open("wb")
-        env = subprocess_env()
-        env["SPRY_BROKER_URL"] = broker_url
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "example_app", "--host", HOST, "--port", str(port)],
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        started.append((proc, log_file))
-        server = ServerProcess(port=port, proc=proc, log_path=log_path)
-        wait_until_listening(server, STARTUP_TIMEOUT)
-        return server
+        env = subprocess_env({"SPRY_BROKER_URL": broker_url})
+        started.append(start_example_process(tmp_path / f"{name}.log", env=env))
+        return started[-1]
 
     try:
         yield start
     finally:
-        for proc, log_file in started:
-            try:
-                stop_by_sigint(proc)
-            finally:
-                log_file.close()
-
-
-def stop_by_sigterm(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """SIGTERM (gunicorn's graceful stop), then SIGKILL; only the process this suite started."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=SHUTDOWN_TIMEOUT)
+        for server in started:
+            stop_example(server)

@@ -12,41 +12,24 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
+from aiohttp.http import WSMessageTextBytes
 
-from aiohttp_spry import (
-    SPRY_KEY,
-    BinaryDataReceived,
-    Event,
-    Spry,
-    TextDataReceived,
-    WebSocket,
-)
+from aiohttp_spry import SPRY_KEY, BinaryDataReceived, Event, Spry, TextDataReceived, WebSocket
 from aiohttp_spry.pubsub import Broker
-from tests.e2e.helpers import HOST, free_port
-from tests.redisproc import RedisProcess
+from tests.support.polling import eventually
+from tests.support.procs import HOST, free_port
+from tests.support.redisproc import RedisProcess
 
 IO_TIMEOUT = 10.0
+#: What iterating a ``ClientWebSocketResponse[bool]`` yields (``ws_connect``'s type on 3.10).
+Received = aiohttp.WSMessage | WSMessageTextBytes
 #: The first frame the test app sends, once the session's subscriptions are live.
 READY = "ready"
 CHANNEL_PREFIX = "aiohttp_spry:"
 LOST = "Redis broker lost"
 RECONNECTED = "Redis broker reconnected"
-
-
-async def wait_until(
-    predicate: Callable[[], bool],
-    what: str | Callable[[], str],
-    timeout: float = IO_TIMEOUT,
-    interval: float = 0.02,
-) -> None:
-    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            detail = what() if callable(what) else what
-            raise AssertionError(f"not within {timeout}s: {detail}")
-        await asyncio.sleep(interval)
 
 
 def numsub(redis: RedisProcess, channel: str) -> int:
@@ -59,11 +42,10 @@ def numsub(redis: RedisProcess, channel: str) -> int:
 
 async def numsub_reaches(redis: RedisProcess, channel: str, expected: int, within: float) -> bool:
     """Whether ``PUBSUB NUMSUB channel`` reaches ``expected`` within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while numsub(redis, channel) != expected:
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.02)
+    try:
+        await eventually(lambda: numsub(redis, channel) == expected, within)
+    except AssertionError:
+        return False
     return True
 
 
@@ -89,9 +71,9 @@ async def wait_subscriber_connections(
     opening that connection loses the subscription (a library bug, see
     test_subscribe_while_the_broker_connects_receives_remote_messages).
     """
-    await wait_until(
+    await eventually(
         lambda: subscriber_connections(redis, prefix) >= count,
-        lambda: f"{subscriber_connections(redis, prefix)} of {count} brokers connected",
+        what=lambda: f"{subscriber_connections(redis, prefix)} of {count} brokers connected",
     )
 
 
@@ -99,10 +81,10 @@ async def wait_numsub(
     redis: RedisProcess, channel: str, expected: int, timeout: float = IO_TIMEOUT
 ) -> None:
     """Wait until exactly ``expected`` connections (processes) subscribe to ``channel``."""
-    await wait_until(
+    await eventually(
         lambda: numsub(redis, channel) == expected,
-        lambda: f"PUBSUB NUMSUB {channel} is {numsub(redis, channel)}, expected {expected}",
-        timeout,
+        timeout=timeout,
+        what=lambda: f"PUBSUB NUMSUB {channel} is {numsub(redis, channel)}, expected {expected}",
     )
 
 
@@ -164,10 +146,10 @@ async def publish_from(app: web.Application, topic: str, data: Any) -> int:
 class Peer:
     """A WebSocket client that reads every frame into ``frames`` in the background."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool], name: str) -> None:
         self.ws = ws
         self.name = name
-        self.frames: list[aiohttp.WSMessage] = []
+        self.frames: list[Received] = []
         self.arrivals: list[float] = []  # time.monotonic() of each frame
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -197,7 +179,9 @@ class Peer:
         ]
 
     async def wait_for(self, predicate: Callable[[Peer], bool], what: str) -> None:
-        await wait_until(lambda: predicate(self), lambda: f"{self.name}: {what}; got {self.data}")
+        await eventually(
+            lambda: predicate(self), what=lambda: f"{self.name}: {what}; got {self.data}"
+        )
 
     async def wait_count(self, count: int) -> None:
         await self.wait_for(lambda p: len(p.data) >= count, f"{count} message(s)")
@@ -244,9 +228,9 @@ class Member:
 
     name: str
     room: str
-    ws: aiohttp.ClientWebSocketResponse
+    ws: aiohttp.ClientWebSocketResponse[bool]
     received: list[dict[str, Any]] = field(default_factory=list)
-    other_frames: list[aiohttp.WSMessage] = field(default_factory=list)
+    other_frames: list[Received] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     reader: asyncio.Task[None] | None = None
 
@@ -302,17 +286,27 @@ async def until_every_member_listens(
     The rooms send no join message; a member that received an announcement is
     subscribed in its own process, and its process in Redis.
     """
-    deadline = time.monotonic() + timeout
     probe = 0
-    while not all(member.got_probe() for member in members):
-        if time.monotonic() >= deadline:
-            missing = [m.name for m in members if not m.got_probe()]
-            raise AssertionError(f"members {missing} got no announcement within {timeout}s")
+
+    async def every_member_got_one() -> bool:
+        nonlocal probe
         port = ports[probe % len(ports)]
         async with http.post(f"http://{HOST}:{port}/rooms/{room}", data=f"probe-{probe}") as r:
-            assert r.status == 200, await r.text()
+            if r.status != 200:  # not a reason to try again: fail at once
+                pytest.fail(f"POST /rooms/{room} answered {r.status}: {await r.text()}")
         probe += 1
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the announcement's way through Redis
+        return all(member.got_probe() for member in members)
+
+    if not all(member.got_probe() for member in members):
+        await eventually(
+            every_member_got_one,
+            timeout,
+            0,
+            what=lambda: (
+                f"an announcement for members {[m.name for m in members if not m.got_probe()]}"
+            ),
+        )
 
 
 async def exchange_and_check(members: list[Member], per_member: int) -> None:
@@ -335,9 +329,9 @@ async def exchange_and_check(members: list[Member], per_member: int) -> None:
         """Wait until every member has ``count`` messages from each other member."""
         for member in members:
             others = [name for name in names if name != member.name]
-            await wait_until(
+            await eventually(
                 lambda: all(len(member.texts_from(o)) >= count for o in others),  # noqa: B023
-                lambda: f"{member.name} got {len(member.chat())} message(s)",  # noqa: B023
+                what=lambda: f"{member.name} got {len(member.chat())} message(s)",  # noqa: B023
             )
 
     await until_each_has(per_member)

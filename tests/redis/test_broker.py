@@ -16,8 +16,9 @@ from aiohttp import web
 
 from aiohttp_spry import Spry
 from aiohttp_spry.pubsub.redis import RedisBroker
-from tests.e2e.helpers import HOST, free_port
-from tests.redisproc import RedisProcess
+from tests.support.polling import eventually
+from tests.support.procs import HOST, free_port
+from tests.support.redisproc import RedisProcess
 
 from .conftest import ServeApp
 from .helpers import (
@@ -32,7 +33,6 @@ from .helpers import (
     pubsub_app,
     wait_numsub,
     wait_subscriber_connections,
-    wait_until,
     ws_url,
 )
 
@@ -224,10 +224,11 @@ async def test_password_is_redacted_in_repr_and_logs(caplog: pytest.LogCaptureFi
     app = pubsub_app(dead)
     runner = web.AppRunner(app)
     await runner.setup()  # starts the broker
-    await wait_until(lambda: bool(pubsub_warnings(caplog, LOST)), "the outage WARNING")
+    await eventually(lambda: bool(pubsub_warnings(caplog, LOST)), what="the outage WARNING")
     await publish_from(app, TOPIC, "never sent")  # waits for Redis in the pending buffer
-    await wait_until(
-        lambda: any("still down" in r.getMessage() for r in caplog.records), "a DEBUG retry line"
+    await eventually(
+        lambda: any("still down" in r.getMessage() for r in caplog.records),
+        what="a DEBUG retry line",
     )
     await runner.cleanup()  # closes the broker
 
@@ -249,7 +250,7 @@ async def test_broker_started_while_redis_down_delivers_locally_then_connects(
     # subscribe() does not wait for an unreachable Redis: READY comes at once.
     sender = await Peer.connect(http, ws_url(port_a, TOPIC), "sender")
     local = await Peer.connect(http, ws_url(port_a, TOPIC), "local")
-    await wait_until(lambda: len(pubsub_warnings(caplog, LOST)) == 1, "one outage WARNING")
+    await eventually(lambda: len(pubsub_warnings(caplog, LOST)) == 1, what="one outage WARNING")
 
     await sender.send_command(topic=TOPIC, data="while redis is down")
     await local.wait_count(1)
@@ -268,7 +269,7 @@ async def test_broker_started_while_redis_down_delivers_locally_then_connects(
     await remote.send_command(topic=TOPIC, data="from b")
     await sender.wait_count(1)
     await local.wait_count(3)
-    await wait_until(lambda: bool(pubsub_warnings(caplog, RECONNECTED)), "the reconnect line")
+    await eventually(lambda: bool(pubsub_warnings(caplog, RECONNECTED)), what="the reconnect line")
 
     assert remote.data == ["redis is up"]
     assert sender.data == ["from b"]
@@ -302,7 +303,7 @@ async def test_max_pending_overflow_drops_oldest_and_reconnect_line_counts_them(
         await wait_numsub(redis_server, CHANNEL, 2)
 
         await proxy.cut()
-        await wait_until(lambda: len(pubsub_warnings(caplog, LOST)) == 1, "A's outage WARNING")
+        await eventually(lambda: len(pubsub_warnings(caplog, LOST)) == 1, what="A's outage WARNING")
         for n in range(12):
             await publish_from(app_a, TOPIC, f"n{n}")
         await local.wait_count(12)  # local delivery is not held back by the outage
@@ -310,7 +311,9 @@ async def test_max_pending_overflow_drops_oldest_and_reconnect_line_counts_them(
         assert remote.data == []
 
         await proxy.restore()
-        await wait_until(lambda: bool(pubsub_warnings(caplog, RECONNECTED)), "the reconnect line")
+        await eventually(
+            lambda: bool(pubsub_warnings(caplog, RECONNECTED)), what="the reconnect line"
+        )
         await publish_from(app_a, TOPIC, "after")
         await remote.wait_for(lambda p: "after" in p.data, "the message sent after reconnecting")
         lost, reconnected = pubsub_warnings(caplog, LOST), pubsub_warnings(caplog, RECONNECTED)
@@ -346,7 +349,9 @@ async def test_subscribe_while_the_broker_connects_receives_remote_messages(
         await wait_numsub(redis_server, CHANNEL, 2)
 
         await remote.send_command(topic=TOPIC, data="from b")
-        await wait_until(lambda: local.data != [], "the early subscriber's message", timeout=2.0)
+        await eventually(
+            lambda: local.data != [], timeout=2.0, what="the early subscriber's message"
+        )
         assert local.data == ["from b"]
     finally:
         await proxy.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +10,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import REPO_ROOT, STARTUP_TIMEOUT
-from tests.e2e.helpers import HOST, ServerProcess, free_port, subprocess_env
-from tests.redisproc import RedisProcess
+from tests.e2e.helpers import ServerProcess, start_example
+from tests.support.optional import require_tool
+from tests.support.procs import HOST, free_port, stop_process, subprocess_env
+from tests.support.redisproc import RedisProcess
 
-from .conftest import require_tool, stop_by_sigterm, wait_until_listening
 from .helpers import (
     CHANNEL_PREFIX,
     Member,
@@ -37,38 +37,28 @@ def gunicorn(tmp_path: Path, redis_server: RedisProcess) -> Iterator[ServerProce
     """``gunicorn example_app.main:create_app`` with 2 aiohttp workers on Redis; SIGTERM after."""
     require_tool("gunicorn", GUNICORN.exists(), f"{GUNICORN} missing: pip install gunicorn")
     port = free_port()
-    log_path = tmp_path / "gunicorn.log"
-    env = subprocess_env()
-    env["SPRY_BROKER_URL"] = redis_server.url
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                str(GUNICORN),
-                "example_app.main:create_app",
-                "--worker-class",
-                "aiohttp.GunicornWebWorker",
-                "--workers",
-                "2",
-                "--bind",
-                f"{HOST}:{port}",
-                "--graceful-timeout",
-                "5",
-                "--no-control-socket",
-                "--log-level",
-                "info",
-            ],
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        server = ServerProcess(port=port, proc=proc, log_path=log_path)
-        try:
-            wait_until_listening(server, STARTUP_TIMEOUT)
-            yield server
-        finally:
-            stop_by_sigterm(proc)  # the master, by PID; it stops its workers
+    command = [
+        str(GUNICORN),
+        "example_app.main:create_app",
+        "--worker-class",
+        "aiohttp.GunicornWebWorker",
+        "--workers",
+        "2",
+        "--bind",
+        f"{HOST}:{port}",
+        "--graceful-timeout",
+        "5",
+        "--no-control-socket",
+        "--log-level",
+        "info",
+    ]
+    env = subprocess_env({"SPRY_BROKER_URL": redis_server.url})
+    server = start_example(tmp_path / "gunicorn.log", env=env, command=command, port=port)
+    try:
+        yield server
+    finally:
+        # SIGTERM is gunicorn's graceful stop: the master, by PID; it stops its workers.
+        stop_process(server.proc, signal.SIGTERM, timeout=20.0)
 
 
 async def test_gunicorn_two_workers_share_a_room_exactly_once(

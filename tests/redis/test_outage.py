@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from tests.redisproc import RedisProcess
+from tests.support.polling import eventually
+from tests.support.redisproc import RedisProcess
 
 from .conftest import StartExample
 from .helpers import (
@@ -21,7 +22,6 @@ from .helpers import (
     until_every_member_listens,
     wait_numsub,
     wait_subscriber_connections,
-    wait_until,
     warning_lines,
 )
 
@@ -94,24 +94,26 @@ async def test_redis_outage_keeps_local_delivery_and_cross_process_resumes_by_it
     stream = Stream(a1)
     sender = asyncio.get_running_loop().create_task(stream.run())
     try:
-        await wait_until(lambda: len(numbers(b1)) >= 5 and len(numbers(a2)) >= 5, "a warm-up")
+        await eventually(lambda: len(numbers(b1)) >= 5 and len(numbers(a2)) >= 5, what="a warm-up")
 
         # -- Redis crashes ---------------------------------------------------------
         kill_wall, kill_at = time.time(), time.monotonic()
         sent_before_kill = stream.count
         redis_server.kill()
-        await wait_until(
+        await eventually(
             lambda: bool(warning_lines(proc_a.log(), LOST) and warning_lines(proc_b.log(), LOST)),
-            lambda: f"a 'lost' WARNING from both:\n{proc_a.log()}\n{proc_b.log()}",
+            what=lambda: f"a 'lost' WARNING from both:\n{proc_a.log()}\n{proc_b.log()}",
         )
         await asyncio.sleep(max(0.0, kill_at + OUTAGE - time.monotonic()))
 
         # Local delivery never stopped: a2 has every message a1 sent so far.
         sent_in_outage = stream.count
-        await wait_until(
+        await eventually(
             lambda: len(numbers(a2)) >= sent_in_outage,
-            lambda: f"a2 has {len(numbers(a2))} of {sent_in_outage} messages during the outage",
             timeout=2.0,
+            what=lambda: (
+                f"a2 has {len(numbers(a2))} of {sent_in_outage} messages during the outage"
+            ),
         )
         assert numbers(a2)[:sent_in_outage] == list(range(sent_in_outage))
         b1_in_outage = [n for n, arrival in numbered(b1) if arrival > kill_at]
@@ -124,29 +126,29 @@ async def test_redis_outage_keeps_local_delivery_and_cross_process_resumes_by_it
         ready_at = time.monotonic()
 
         # No client does anything: b1 starts receiving again by itself.
-        await wait_until(
+        await eventually(
             lambda: any(arrival > restart_at for _, arrival in numbered(b1)),
-            "b1 receiving again after the restart",
             timeout=RESUME_TIMEOUT,
+            what="b1 receiving again after the restart",
         )
         first_n, first_arrival = next((n, t) for n, t in numbered(b1) if t > restart_at)
-        await wait_until(
+        await eventually(
             lambda: bool(
                 warning_lines(proc_a.log(), RECONNECTED)
                 and warning_lines(proc_b.log(), RECONNECTED)
             ),
-            lambda: f"a 'reconnected' WARNING from both:\n{proc_a.log()}\n{proc_b.log()}",
             timeout=RESUME_TIMEOUT,
+            what=lambda: f"a 'reconnected' WARNING from both:\n{proc_a.log()}\n{proc_b.log()}",
         )
         # A few more after the recovery, then stop the stream.
         resumed = stream.count
-        await wait_until(lambda: numbers(b1)[-1:] >= [resumed + 5], "b1 keeping up again")
+        await eventually(lambda: numbers(b1)[-1:] >= [resumed + 5], what="b1 keeping up again")
     finally:
         stream.stopped = True
         await asyncio.wait_for(sender, 5.0)
     last = stream.count - 1
-    await wait_until(lambda: numbers(a2)[-1:] == [last], "a2 getting the last message")
-    await wait_until(lambda: numbers(b1)[-1:] == [last], "b1 getting the last message")
+    await eventually(lambda: numbers(a2)[-1:] == [last], what="a2 getting the last message")
+    await eventually(lambda: numbers(b1)[-1:] == [last], what="b1 getting the last message")
     await asyncio.sleep(0.2)  # nothing more (no duplicate) may follow
 
     # a2 (same process as a1): every message exactly once, in order, outage or not.
@@ -237,28 +239,30 @@ async def test_first_message_after_redis_restart_is_delivered_and_one_outage_is_
     await wait_numsub(redis_server, CHANNEL, 2)
     await until_every_member_listens(http, [proc_a.port, proc_b.port], ROOM, [a1, b1])
     await a1.send("before")
-    await wait_until(lambda: b1.texts_from("a1") == ["before"], "b1 getting 'before'")
+    await eventually(lambda: b1.texts_from("a1") == ["before"], what="b1 getting 'before'")
 
     redis_server.kill()
-    await wait_until(
+    await eventually(
         lambda: bool(warning_lines(proc_a.log(), LOST) and warning_lines(proc_b.log(), LOST)),
-        "a 'lost' WARNING from both",
+        what="a 'lost' WARNING from both",
     )
     await asyncio.sleep(0.5)
     await asyncio.to_thread(redis_server.start)
-    await wait_until(
+    await eventually(
         lambda: bool(
             warning_lines(proc_a.log(), RECONNECTED) and warning_lines(proc_b.log(), RECONNECTED)
         ),
-        "a 'reconnected' WARNING from both",
         timeout=RESUME_TIMEOUT,
+        what="a 'reconnected' WARNING from both",
     )
     await wait_numsub(redis_server, CHANNEL, 2)  # both processes subscribe the room again
 
     await a1.send("after")  # nothing was published during the outage
     try:
-        await wait_until(
-            lambda: b1.texts_from("a1") == ["before", "after"], "b1 getting 'after'", timeout=3.0
+        await eventually(
+            lambda: b1.texts_from("a1") == ["before", "after"],
+            timeout=3.0,
+            what="b1 getting 'after'",
         )
         await asyncio.sleep(0.3)
         for proc in (proc_a, proc_b):

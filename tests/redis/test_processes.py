@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.redisproc import RedisProcess
+from tests.support.redisproc import RedisProcess
 
 from .conftest import StartExample
 from .helpers import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import json
 import os
 import socket
@@ -11,13 +11,17 @@ import struct
 import time
 from dataclasses import dataclass
 
-from tests.e2e.helpers import (
-    HOST,
-    WELCOME,
-    ServerProcess,
+from tests.e2e.helpers import WELCOME, ServerProcess
+from tests.support.polling import eventually
+from tests.support.procs import HOST
+from tests.support.rawws import raw_exchange
+from tests.support.wire import (
+    TEXT,
+    accept_for,
     build_request,
-    expected_accept,
-    raw_exchange,
+    handshake_request,
+    new_key,
+    read_frame,
 )
 
 #: How long a settle poll waits for the server to get back to its baseline.
@@ -81,18 +85,25 @@ async def settle(
 ) -> tuple[Snapshot, float]:
     """Poll (bounded) until no session is open and tasks and fds are back near ``baseline``.
 
-    Returns the last snapshot (which the caller asserts on) and how long it took.
+    Returns the last snapshot (which the caller asserts on, settled or not, so a
+    report can carry it) and how long it took.
     """
     started = time.monotonic()
-    while True:
-        now = await snapshot(server)
-        if (
-            now.sessions == 0
-            and now.tasks <= baseline.tasks + task_slack
-            and now.fds <= baseline.fds + fd_slack
-        ) or time.monotonic() - started > SETTLE_TIMEOUT:
-            return now, time.monotonic() - started
-        await asyncio.sleep(0.1)
+    last = await snapshot(server)
+
+    async def settled() -> bool:
+        nonlocal last
+        last = await snapshot(server)
+        return (
+            last.sessions == 0
+            and last.tasks <= baseline.tasks + task_slack
+            and last.fds <= baseline.fds + fd_slack
+        )
+
+    # Not settling is for the caller to judge, from the snapshot it gets back.
+    with contextlib.suppress(AssertionError):
+        await eventually(settled, SETTLE_TIMEOUT, 0.1, what="the server back at its baseline")
+    return last, time.monotonic() - started
 
 
 def log_figures(log: str) -> dict[str, int]:
@@ -115,21 +126,13 @@ def log_figures(log: str) -> dict[str, int]:
 # -- a raw client that can vanish at any point ---------------------------------------------
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A final client frame (masked, RFC 6455 §5.3), payload < 126 bytes."""
-    assert len(payload) < 126
-    key = os.urandom(4)
-    masked = bytes(b ^ key[n % 4] for n, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + masked
-
-
 class RawClient:
     """One TCP connection to /chat: send the handshake, read the 101 and the welcome, abort."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.key = base64.b64encode(os.urandom(16)).decode()
+        self.key = new_key()
 
     @classmethod
     async def connect(cls, port: int, *, rst: bool = False) -> RawClient:
@@ -141,25 +144,19 @@ class RawClient:
         return cls(reader, writer)
 
     async def send_handshake(self, port: int) -> None:
-        headers = {
-            "Host": f"{HOST}:{port}",
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": self.key,
-            "Sec-WebSocket-Version": "13",
-        }
-        await self.send(build_request("GET", "/chat", headers))
+        await self.send(handshake_request(f"{HOST}:{port}", "/chat", key=self.key))
 
     async def read_101(self) -> None:
         head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         assert head.startswith("HTTP/1.1 101 "), head
-        assert f"Sec-WebSocket-Accept: {expected_accept(self.key)}" in head, head
+        assert f"Sec-WebSocket-Accept: {accept_for(self.key)}" in head, head
 
     async def read_welcome(self) -> None:
-        first, second = await self.reader.readexactly(2)
-        assert first == 0x81, first  # final text frame, uncompressed (no extension offered)
-        assert second < 126, second
-        assert (await self.reader.readexactly(second)).decode() == WELCOME
+        frame = await read_frame(self.reader)
+        # A final text frame, uncompressed (no extension offered), unmasked, 7-bit length.
+        assert (frame.fin, frame.opcode, frame.rsv, frame.masked) == (True, TEXT, 0, False), frame
+        assert frame.length_bytes == 0, frame
+        assert frame.payload.decode() == WELCOME
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)

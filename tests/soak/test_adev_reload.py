@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from tests.e2e.helpers import (
-    HOST,
-    IO_TIMEOUT,
-    PROTOCOL,
-    WELCOME,
-    build_request,
-    raw_exchange,
-    subprocess_env,
-)
+from tests.e2e.helpers import IO_TIMEOUT, PROTOCOL, WELCOME
+from tests.support.polling import eventually
+from tests.support.procs import HOST, free_port_pair, subprocess_env
+from tests.support.rawws import raw_exchange
+from tests.support.wire import build_request
 
 pytestmark = pytest.mark.e2e
 
@@ -44,18 +39,6 @@ STARTUP_TIMEOUT = 20.0
 CLOSE_TIMEOUT = 10.0
 RELOAD_TIMEOUT = 20.0
 EXIT_TIMEOUT = 15.0
-
-
-def free_port_pair() -> int:
-    """A port P with P and P+1 free on 127.0.0.1 (adev serves an aux app on P+1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            port = int(probe.getsockname()[1])
-        with socket.socket() as aux, contextlib.suppress(OSError):
-            aux.bind((HOST, port + 1))
-            return port
-    raise RuntimeError("no free pair of ports found")
 
 
 def adev_env() -> dict[str, str]:
@@ -162,16 +145,17 @@ def adev(tmp_path: Path) -> Iterator[Adev]:
 async def wait_until_serving(adev: Adev) -> None:
     """Poll (bounded) until ``GET /chat`` answers 200."""
     request = build_request("GET", "/chat", {"Host": f"{HOST}:{adev.port}", "Connection": "close"})
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
+
+    async def serving() -> bool:
         if adev.proc.poll() is not None:
             pytest.fail(f"adev exited with {adev.proc.returncode}:\n{adev.log()}")
         with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
-            response = await raw_exchange(adev.port, request, timeout=2)
-            if response.status == 200:
-                return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"adev did not serve /chat within {STARTUP_TIMEOUT}s:\n{adev.log()}")
+            return (await raw_exchange(adev.port, request, timeout=2)).status == 200
+        return False
+
+    await eventually(
+        serving, STARTUP_TIMEOUT, 0.1, what=lambda: f"adev serving /chat:\n{adev.log()}"
+    )
 
 
 def chat_client(port: int) -> connect:
@@ -192,22 +176,23 @@ async def reconnect(adev: Adev) -> tuple[ClientConnection, str | bytes, int]:
     (closing) answers 503; both are retried. Returns the client, its first
     message and the number of attempts.
     """
-    deadline = time.monotonic() + RELOAD_TIMEOUT
     attempts = 0
-    while True:
+
+    async def connected() -> ClientConnection | None:
+        nonlocal attempts
         attempts += 1
-        try:
-            ws = await chat_client(adev.port)
-        except (OSError, asyncio.TimeoutError, InvalidStatus, InvalidHandshake):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-            continue
-        try:
-            return ws, await asyncio.wait_for(ws.recv(), IO_TIMEOUT), attempts
-        except BaseException:
-            await ws.close()
-            raise
+        with contextlib.suppress(OSError, asyncio.TimeoutError, InvalidStatus, InvalidHandshake):
+            return await chat_client(adev.port)
+        return None
+
+    ws = await eventually(
+        connected, RELOAD_TIMEOUT, 0.1, what="the reloaded dev server accepting a WebSocket"
+    )
+    try:
+        return ws, await asyncio.wait_for(ws.recv(), IO_TIMEOUT), attempts
+    except BaseException:
+        await ws.close()
+        raise
 
 
 @pytest.mark.timeout(90)
@@ -284,8 +269,8 @@ async def test_editing_the_app_closes_sessions_with_1001_and_serves_the_new_code
     figures["adev_returncode"] = returncode
     print(f"\nadev reload figures: {json.dumps(figures)}")
     assert returncode == 0, adev.log()
-    for _ in range(100):  # adev has joined it already; allow 5 s for /proc to catch up
-        if not second_server.alive():
-            break
-        await asyncio.sleep(0.05)
+    # adev has joined it already; allow 5 s for /proc to catch up.
+    await eventually(
+        lambda: not second_server.alive(), 5.0, 0.05, what="the dev server gone after adev"
+    )
     assert not second_server.alive(), "adev exited but left its dev server running"

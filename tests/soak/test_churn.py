@@ -27,13 +27,13 @@ from tests.e2e.helpers import (
     recv,
     ws_connect,
 )
+from tests.support.wire import TEXT, client_frame
 
 from .probes import (
     RawClient,
     Snapshot,
     fd_targets,
     log_figures,
-    masked_frame,
     snapshot,
 )
 from .probes import settle as settle_near
@@ -104,10 +104,10 @@ async def abort_cycle(server: ServerProcess, i: int, kind: int) -> str:
         if kind >= 7:
             await client.read_welcome()
         if kind == 7:
-            frame = masked_frame(0x1, f"never finished {i}".encode())
+            frame = client_frame(TEXT, f"never finished {i}".encode())
             await client.send(frame[: len(frame) - 5])
         elif kind == 8:
-            await client.send(masked_frame(0x1, f"no time for the echo {i}".encode()))
+            await client.send(client_frame(TEXT, f"no time for the echo {i}".encode()))
     finally:
         client.abort()
     return "rst" if rst else "fin"

@@ -15,8 +15,9 @@ import asyncio
 import pytest
 
 from tests.e2e.helpers import ServerProcess, assert_server_still_serves
+from tests.support.wire import TEXT, client_frame
 
-from .probes import RawClient, log_figures, masked_frame, settle, snapshot
+from .probes import RawClient, log_figures, settle, snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +69,7 @@ async def test_session_sending_after_the_peer_vanished_is_not_logged_as_an_error
             await asyncio.wait_for(client.send_handshake(server.port), TIMEOUT)
             await asyncio.wait_for(client.read_101(), TIMEOUT)
             await asyncio.wait_for(client.read_welcome(), TIMEOUT)
-            burst = b"".join(masked_frame(0x1, f"{attempt}-{n}".encode()) for n in range(BURST))
+            burst = b"".join(client_frame(TEXT, f"{attempt}-{n}".encode()) for n in range(BURST))
             await asyncio.wait_for(client.send(burst), TIMEOUT)
         finally:
             client.abort()

@@ -1,62 +1,62 @@
-"""RFC 6455 on the wire: a raw client that checks every frame the server sends, and case helpers.
+"""RFC 6455 conformance: a raw client that checks every frame the server sends, and case helpers.
 
 Every frame read through :class:`ConformanceSocket` is checked as it arrives:
 never masked (RFC 6455 §5.1), no reserved bits without a negotiated extension
 (§5.2), a control frame is final and at most 125 bytes (§5.5), the length uses
-the minimal encoding (§5.2), and no payload carries a Python traceback.
+the minimal encoding (§5.2), and no payload carries a Python traceback. The
+bytes themselves are encoded and decoded by :mod:`tests.support.wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
-import os
-import struct
+from collections.abc import Mapping
 
-import attrs
 import pytest
 
 from ..conftest import spry_records
-from ..rawws import TIMEOUT, Frame, HTTPReply, RawWebSocket, close_payload, encode_frame
+from ..support.polling import eventually
+from ..support.rawws import TIMEOUT, HTTPReply, RawWebSocket
+from ..support.wire import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    PING,
+    PONG,
+    TEXT,
+    Frame,
+    accept_for,
+    client_frame,
+    close_payload,
+    new_key,
+)
 
-CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+__all__ = [
+    "BINARY",
+    "CLOSE",
+    "CONTINUATION",
+    "PING",
+    "PONG",
+    "TEXT",
+    "ConformanceSocket",
+    "accept_for",
+    "assert_connection_failed",
+    "assert_no_errors",
+    "assert_no_traceback",
+    "assert_still_serves",
+    "client_frame",
+    "expect_failure",
+    "wait_for_warning",
+]
+
 TRACEBACK_MARKERS = (b"Traceback (most recent call last)", b'File "')
-
-
-def accept_for(key: str) -> str:
-    """The ``Sec-WebSocket-Accept`` a server must answer ``key`` with (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-
-
-def new_key() -> str:
-    return base64.b64encode(os.urandom(16)).decode()
-
-
-def raw_frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bool = True, rsv: int = 0
-) -> bytes:
-    """A client frame; ``rsv`` (0-7) sets RSV1..RSV3 as its bits 2..0."""
-    data = encode_frame(opcode, payload, fin=fin, mask=mask)
-    return bytes([data[0] | (rsv & 0x7) << 4]) + data[1:]
 
 
 def assert_no_traceback(data: bytes) -> None:
     for marker in TRACEBACK_MARKERS:
         assert marker not in data, f"the server sent a Python traceback: {data[:500]!r}"
-
-
-@attrs.frozen
-class ServerFrame(Frame):
-    """A frame as the server sent it, with the header bits a conformance test checks."""
-
-    rsv: int = 0
-    masked: bool = False
-    #: Extended payload length bytes used: 0 (7-bit), 2 (16-bit) or 8 (64-bit).
-    length_bytes: int = 0
 
 
 def minimal_length_bytes(length: int) -> int:
@@ -68,18 +68,13 @@ class ConformanceSocket(RawWebSocket):
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         super().__init__(reader, writer)
-        self.received: list[ServerFrame] = []
+        self.received: list[Frame] = []
         #: RSV bits the server may set: RSV1 once permessage-deflate was agreed.
         self.allowed_rsv = 0
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> ConformanceSocket:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
-        return cls(reader, writer)
-
-    @classmethod
     async def open(
-        cls, port: int, path: str = "/echo", headers: dict[str, str | None] | None = None
+        cls, port: int, path: str = "/echo", headers: Mapping[str, str | None] | None = None
     ) -> ConformanceSocket:
         """Connect and complete a handshake, checking the 101 answer (RFC 6455 §4.2.2)."""
         conn = await cls.connect("127.0.0.1", port)
@@ -93,37 +88,21 @@ class ConformanceSocket(RawWebSocket):
             conn.allowed_rsv = 0b100
         return conn
 
-    async def request(self, *args: object, **kwargs: object) -> HTTPReply:
-        reply = await super().request(*args, **kwargs)  # type: ignore[arg-type]
+    async def request(
+        self,
+        path: str = "/chat",
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str | None] | None = None,
+        version: str = "HTTP/1.1",
+    ) -> HTTPReply:
+        reply = await super().request(path, method=method, headers=headers, version=version)
         assert_no_traceback(reply.body)
         return reply
 
-    async def _read(self, n: int) -> bytes:
-        return await asyncio.wait_for(self.reader.readexactly(n), TIMEOUT)
-
-    async def read_frame(self) -> ServerFrame:
-        first, second = await self._read(2)
-        masked = bool(second & 0x80)
-        length = second & 0x7F
-        length_bytes = 0
-        if length == 126:
-            length_bytes = 2
-            (length,) = struct.unpack("!H", await self._read(2))
-        elif length == 127:
-            length_bytes = 8
-            (length,) = struct.unpack("!Q", await self._read(8))
-        key = await self._read(4) if masked else b""
-        payload = await self._read(length)
-        if masked:
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        frame = ServerFrame(
-            fin=bool(first & 0x80),
-            opcode=first & 0x0F,
-            payload=payload,
-            rsv=(first >> 4) & 0x7,
-            masked=masked,
-            length_bytes=length_bytes,
-        )
+    async def read_frame(self) -> Frame:
+        frame = await super().read_frame()
+        payload = frame.payload
         self.received.append(frame)
         # RFC 6455 §5.1: a server MUST NOT mask any frames that it sends.
         assert not frame.masked, f"the server masked a frame: {frame}"
@@ -137,7 +116,7 @@ class ConformanceSocket(RawWebSocket):
         assert_no_traceback(payload)
         return frame
 
-    async def read_frame_or_eof(self) -> ServerFrame | None:
+    async def read_frame_or_eof(self) -> Frame | None:
         """The next frame, or ``None`` when the server ended the connection first."""
         try:
             return await self.read_frame()
@@ -193,7 +172,7 @@ class ConformanceSocket(RawWebSocket):
 
 async def expect_failure(
     conn: ConformanceSocket, code: int, *, drop_allowed: bool = False, pongs_first: int = 0
-) -> ServerFrame | None:
+) -> Frame | None:
     """The server Fails the WebSocket Connection (RFC 6455 §7.1.7).
 
     It sends a close frame with ``code`` (or, when ``drop_allowed``, may just
@@ -223,13 +202,18 @@ async def expect_failure(
 
 async def wait_for_warning(caplog: pytest.LogCaptureFixture, *needles: str) -> logging.LogRecord:
     """The aiohttp_spry WARNING whose message contains every needle (waits up to TIMEOUT)."""
-    for _ in range(int(TIMEOUT / 0.02)):
+
+    def matching() -> logging.LogRecord | None:
         for record in spry_records(caplog, logging.WARNING):
             if all(needle in record.getMessage() for needle in needles):
                 return record
-        await asyncio.sleep(0.02)
-    warnings = [r.getMessage() for r in spry_records(caplog, logging.WARNING)]
-    raise AssertionError(f"no aiohttp_spry WARNING with {needles}; got {warnings}")
+        return None
+
+    def seen() -> str:
+        warnings = [r.getMessage() for r in spry_records(caplog, logging.WARNING)]
+        return f"an aiohttp_spry WARNING with {needles}; got {warnings}"
+
+    return await eventually(matching, TIMEOUT, what=seen)
 
 
 def assert_no_errors(caplog: pytest.LogCaptureFixture) -> None:
