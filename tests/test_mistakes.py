@@ -61,8 +61,8 @@ def test_route_without_parentheses_is_a_type_error_saying_how_to_write_it() -> N
         (lambda: Spry().route("/x", methods=["GOT"]), ValueError, ["HTTP methods", "GOT"]),
         (lambda: Spry().route("/x")(42), TypeError, ["handler", "int", "42"]),  # type: ignore[type-var]
         (lambda: Spry().init_app("app"), TypeError, ["web.Application", "str"]),  # type: ignore[arg-type]
-        (lambda: Spry().use(lambda e, n: None), TypeError, ["async function"]),  # type: ignore[arg-type,return-value]
-        (lambda: Spry().on_error(7), TypeError, ["callable", "7"]),  # type: ignore[arg-type]
+        (lambda: Spry().use(lambda e, n: None), TypeError, ["async function"]),  # type: ignore[type-var]
+        (lambda: Spry().on_error(7), TypeError, ["callable", "7"]),  # type: ignore[type-var]
     ],
 )
 def test_wrong_arguments_name_the_parameter_the_value_and_what_is_expected(
@@ -227,7 +227,7 @@ def test_messages_are_frozen_slotted_matchable_values() -> None:
     for message in (text, binary, close):
         assert not hasattr(message, "__dict__")
         with pytest.raises(AttributeError):
-            message.code = 1  # type: ignore[union-attr]
+            message.code = 1  # type: ignore[misc,union-attr]
     match text:
         case TextDataReceived(text=received):
             assert received == "hi"

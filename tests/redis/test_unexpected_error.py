@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 
 import pytest
 
 from aiohttp_spry.pubsub.redis import RedisBroker
-from tests.redisproc import RedisProcess
+from tests.support.polling import eventually
+from tests.support.redisproc import RedisProcess
 
 
 async def test_outage_from_a_non_network_error_is_timed_from_its_start(
@@ -30,16 +30,12 @@ async def test_outage_from_a_non_network_error_is_timed_from_its_start(
         with caplog.at_level(logging.DEBUG, "aiohttp_spry.pubsub"):
             await receiver.subscribe("news")
             sender.publish("news", b"first", False)
-            for _ in range(100):  # bounded: 10 s
-                if "Redis broker reconnected" in caplog.text:
-                    break
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: "Redis broker reconnected" in caplog.text, what="the reconnected line"
+            )
             await receiver.subscribe("news")
             sender.publish("news", b"second", False)
-            for _ in range(50):
-                if b"second" in delivered:
-                    break
-                await asyncio.sleep(0.1)
+            await eventually(lambda: b"second" in delivered, what="the second message")
     finally:
         await sender.close()
         await receiver.close()
