@@ -133,51 +133,31 @@ def render(data: dict[str, Any]) -> str:
         together = pairs[f].ratio("spry") if f in pairs else []
         sequential = seq[f].ratio("spry") if f in seq else []
         control = controls[f].ratio(TWIN) if f in controls else []
-        judged = together or sequential
-        if judged:
+        if judged := together or sequential:
             rows.append(
-                [
-                    f"{name}: spry/raw ≥ {target:.2f}",
-                    cell(together),
-                    cell(control),
-                    cell(sequential),
-                    verdict(judged, target.__le__),
-                ]
+                f"{name}: spry/raw ≥ {target:.2f} | {cell(together)} | {cell(control)} "
+                f"| {cell(sequential)} | {verdict(judged, target.__le__)}"
             )
     if "idle_memory" in seq and (diffs := seq["idle_memory"].diff("spry")):
         rows.append(
-            [
-                "idle memory: spry ≤ raw + 1 KiB per session",
-                "",
-                "",
-                f"raw {median(diffs):+,.0f} B ({span(diffs, '+,.0f')})",
-                verdict(diffs, lambda x: x <= MEMORY_LIMIT),
-            ]
+            f"idle memory: spry ≤ raw + 1 KiB per session | | | raw {median(diffs):+,.0f} B "
+            f"({span(diffs, '+,.0f')}) | {verdict(diffs, MEMORY_LIMIT.__ge__)}"
         )
     for f in ("echo_text_32", "echo_binary_4096"):
         for peer in ("starlette", "websockets"):
-            if f in seq and (peer_ratios := seq[f].ratio("spry", peer)):
+            if f in seq and (to_peer := seq[f].ratio("spry", peer)):
                 rows.append(
-                    [
-                        f"{FIGURES[f][2]}: spry ahead of {LABELS[peer]} (spry/peer > 1)",
-                        "",
-                        "",
-                        cell(peer_ratios, ".2f"),
-                        verdict(peer_ratios, lambda x: x > 1),
-                    ]
+                    f"{FIGURES[f][2]}: spry ahead of {LABELS[peer]} (spry/peer > 1) | | "
+                    f"| {cell(to_peer, '.2f')} | {verdict(to_peer, (1.0).__lt__)}"
                 )
-    w.append(
-        table(["target", "head-to-head", "A/A control (raw/raw)", "sequential", "verdict"], rows)
-    )
+    w.append(table("target | head-to-head | A/A control (raw/raw) | sequential | verdict", rows))
     verified = sum(s.detail.get("verified", 0) for s in samples if s.figure.startswith("echo_"))
     w += problems_or(
         data,
-        (
-            "No errors: every handshake answered 101 with the right `Sec-WebSocket-Accept`, every "
-            "echo stream had exactly the expected byte count, every close handshake got a 1000 "
-            f"close frame back, and {verified:,} sampled echo frames were decoded and matched "
-            "the sent payload and opcode. No wrk non-2xx responses or socket errors."
-        ),
+        "No errors: every handshake answered 101 with the right `Sec-WebSocket-Accept`, every "
+        "echo stream had exactly the expected byte count, every close handshake got a 1000 "
+        f"close frame back, and {verified:,} sampled echo frames were decoded and matched "
+        "the sent payload and opcode. No wrk non-2xx responses or socket errors.",
     )
     if data["responses"]:
         w.append("\n`GET /hello` as each server answers it (status line | Content-Type | body):\n")
@@ -185,149 +165,77 @@ def render(data: dict[str, Any]) -> str:
     w.append("")
     if pairs:
         w.append("## Head-to-head: aiohttp_spry and raw aiohttp on one core at the same time\n")
+        rows = [
+            f"{FIGURES[f][0]} | {median(fig.values(BASELINE)):,.0f} "
+            f"| {median(fig.values('spry')):,.0f} | {cell(fig.ratio('spry'))} "
+            f"| {cell(fig.per_cpu('spry'))} | {median(fig.values(BASELINE, 'server_share')):.0%} / "
+            f"{median(fig.values('spry', 'server_share')):.0%} "
+            f"| {cell(controls[f].ratio(TWIN)) if f in controls else 'not measured'}"
+            for f, fig in pairs.items()
+        ]
+        header = "figure | raw aiohttp ops/s | aiohttp_spry ops/s | spry/raw (median, min–max) "
         w.append(
             table(
-                [
-                    "figure",
-                    "raw aiohttp ops/s",
-                    "aiohttp_spry ops/s",
-                    "spry/raw (median, min–max)",
-                    "per server CPU-second",
-                    "CPU share raw / spry",
-                    "A/A control raw/raw",
-                ],
-                [
-                    [
-                        FIGURES[f][0],
-                        f"{median(fig.values(BASELINE)):,.0f}",
-                        f"{median(fig.values('spry')):,.0f}",
-                        cell(fig.ratio("spry")),
-                        cell(fig.per_cpu("spry")),
-                        f"{median(fig.values(BASELINE, 'server_share')):.0%} / "
-                        f"{median(fig.values('spry', 'server_share')):.0%}",
-                        cell(controls[f].ratio(TWIN)) if f in controls else "not measured",
-                    ]
-                    for f, fig in pairs.items()
-                ],
+                header + "| per server CPU-second | CPU share raw / spry | A/A control raw/raw",
+                rows,
             )
         )
     for f, fig in seq.items():
         if f == "idle_memory":
             continue
         title, unit = FIGURES[f][:2]
-        w.append(f"## {title}\n")
         rows = []
         for k in kinds:
             if values := fig.values(k):
                 per_op = [s.server_share / s.value * 1e6 for s in fig.by[k].values() if s.value]
                 rows.append(
-                    [
-                        LABELS[k],
-                        f"{median(values):,.0f}",
-                        span(values, ",.0f"),
-                        fmt(median(fig.ratio(k))),
-                        span(fig.ratio(k)),
-                        f"{median(per_op):.1f}",
-                        fmt(median(fig.per_cpu(k))),
-                    ]
+                    f"{LABELS[k]} | {median(values):,.0f} | {span(values, ',.0f')} "
+                    f"| {fmt(median(fig.ratio(k)))} | {span(fig.ratio(k))} | {median(per_op):.1f} "
+                    f"| {fmt(median(fig.per_cpu(k)))}"
                 )
-        w.append(
-            table(
-                [
-                    "server",
-                    f"{unit} median",
-                    "min–max",
-                    "ratio to raw (median)",
-                    "ratio min–max",
-                    "server CPU µs per op",
-                    "per-CPU-second ratio to raw",
-                ],
-                rows,
-            )
-        )
+        header = f"server | {unit} median | min–max | ratio to raw (median) | ratio min–max "
+        w.append(f"## {title}\n")
+        w.append(table(header + "| server CPU µs per op | per-CPU-second ratio to raw", rows))
     if "idle_memory" in seq:
         fig = seq["idle_memory"]
-        w.append("## Server RSS per idle open WebSocket\n")
         rows = []
         for k in kinds:
             if values := fig.values(k):
-                last = fig.by[k][max(fig.by[k])].detail
-                diffs = fig.diff(k)
+                last, diffs = fig.by[k][max(fig.by[k])].detail, fig.diff(k)
                 rows.append(
-                    [
-                        LABELS[k],
-                        f"{median(values):,.0f}",
-                        span(values, ",.0f"),
-                        fmt(median(fig.ratio(k))),
-                        f"{median(diffs):+,.0f} ({span(diffs, '+,.0f')})",
-                        f"{last['rss_before'] / 2**20:.1f} MiB → "
-                        f"{last['rss_after'] / 2**20:.1f} MiB "
-                        f"({last['sessions']} sessions)",
-                    ]
+                    f"{LABELS[k]} | {median(values):,.0f} | {span(values, ',.0f')} "
+                    f"| {fmt(median(fig.ratio(k)))} | {cell(diffs, '+,.0f')} "
+                    f"| {last['rss_before'] / 2**20:.1f} MiB → {last['rss_after'] / 2**20:.1f} MiB "
+                    f"({last['sessions']} sessions)"
                 )
-        w.append(
-            table(
-                [
-                    "server",
-                    "bytes/session median",
-                    "min–max",
-                    "ratio to raw",
-                    "minus raw (bytes)",
-                    "RSS before → with sessions (last round)",
-                ],
-                rows,
-            )
-        )
+        header = "server | bytes/session median | min–max | ratio to raw | minus raw (bytes) "
+        w.append("## Server RSS per idle open WebSocket\n")
+        w.append(table(header + "| RSS before → with sessions (last round)", rows))
     w.append("## Is the client the bottleneck?\n")
     w.append(
         "CPU use during each window as a share of one core (median over rounds): the client "
         "process (wrk for HTTP), the server process, each pinned core in total, and *other*, "
         "busy time neither process was charged with (kernel network work, neighbours).\n"
     )
-    server_core = f"cpu{data['server_cpus'][0]}" if data["server_cpus"] else None
-    client_core = f"cpu{data['client_cpus'][0]}" if data["client_cpus"] else None
+    cores = [f"cpu{data[key][0]}" if data[key] else None for key in ("server_cpus", "client_cpus")]
     rows = []
-    for f, fig in seq.items():
-        for k in kinds if f != "idle_memory" else []:
+    groups = [(f, fig, kinds, "") for f, fig in seq.items() if f != "idle_memory"]
+    both = "raw aiohttp + aiohttp_spry"  # a head-to-head row: both servers' CPU
+    groups += [(f"{f}, head-to-head", fig, [BASELINE], both) for f, fig in pairs.items()]
+    for f, fig, ks, label in groups:
+        for k in ks:
             if fig.by[k]:
+                servers = [
+                    s.server_share + s.detail["peer_server_share"] for s in fig.by[k].values()
+                ]
                 rows.append(
-                    [
-                        f,
-                        LABELS[k],
-                        f"{median(fig.values(k, 'client_share')):.0%}",
-                        f"{median(fig.values(k, 'server_share')):.0%}",
-                        fig.cpu(k, server_core),
-                        fig.cpu(k, client_core),
-                        f"{median(s.other() for s in fig.by[k].values()):.2f} cores",
-                    ]
+                    f"{f} | {label or LABELS[k]} "
+                    f"| {median(fig.values(k, 'client_share')):.0%} | {median(servers):.0%} "
+                    f"| {fig.cpu(k, cores[0])} | {fig.cpu(k, cores[1])} "
+                    f"| {median(s.other() for s in fig.by[k].values()):.2f} cores"
                 )
-    for f, fig in pairs.items():
-        both = [s.server_share + s.detail["peer_server_share"] for s in fig.by[BASELINE].values()]
-        rows.append(
-            [
-                f"{f}, head-to-head",
-                "raw aiohttp + aiohttp_spry",
-                f"{median(fig.values(BASELINE, 'client_share')):.0%}",
-                f"{median(both):.0%}",
-                fig.cpu(BASELINE, server_core),
-                fig.cpu(BASELINE, client_core),
-                f"{median(s.other() for s in fig.by[BASELINE].values()):.2f} cores",
-            ]
-        )
-    w.append(
-        table(
-            [
-                "figure",
-                "server",
-                "client CPU",
-                "server CPU",
-                "server core busy",
-                "client core busy",
-                "other",
-            ],
-            rows,
-        )
-    )
+    header = "figure | server | client CPU | server CPU | server core busy | client core busy "
+    w.append(table(header + "| other", rows))
     if data["profile"]:
         w += profile_section(data["profile"])
     if data["gc"]:
@@ -336,28 +244,14 @@ def render(data: dict[str, Any]) -> str:
             "Objects only the cyclic garbage collector could free, and its time, per operation, "
             "counted with `gc.callbacks` in a separate untimed run of each server (`--gc-stats`).\n"
         )
-        w.append(
-            table(
-                [
-                    "load",
-                    "server",
-                    "objects freed by the GC per op",
-                    "GC time per op",
-                    "GC runs (full)",
-                ],
-                [
-                    [
-                        load,
-                        LABELS[k],
-                        f"{v['collected_per_op']:.2f}",
-                        f"{v['gc_us_per_op']:.1f} µs",
-                        f"{v['runs']:.0f} ({v['full_runs']:.0f})",
-                    ]
-                    for load, by_kind in data["gc"].items()
-                    for k, v in by_kind.items()
-                ],
-            )
-        )
+        rows = [
+            f"{load} | {LABELS[k]} | {v['collected_per_op']:.2f} | {v['gc_us_per_op']:.1f} µs "
+            f"| {v['runs']:.0f} ({v['full_runs']:.0f})"
+            for load, by_kind in data["gc"].items()
+            for k, v in by_kind.items()
+        ]
+        header = "load | server | objects freed by the GC per op | GC time per op | GC runs (full)"
+        w.append(table(header, rows))
     w.append(versions(data["versions"]))
     w.append(
         "Servers: one process each, stdlib asyncio loop, access logs and pings off, no "
@@ -383,10 +277,8 @@ def profile_section(profile: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
     def frames(rows: list[tuple[str, int]], p: Any) -> str:
-        return table(
-            ["frame (function (file:first line))", "samples", "share"],
-            [[f"`{frame}`", n, f"{p.share(n):.1%}"] for frame, n in rows],
-        )
+        lines = [f"`{frame}` | {n} | {p.share(n):.1%}" for frame, n in rows]
+        return table("frame (function (file:first line)) | samples | share", lines)
 
     for workload, by_kind in profile.items():
         w.append(f"### Under {WORKLOADS[workload]}\n")

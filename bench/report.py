@@ -42,10 +42,10 @@ def verdict(values: Sequence[float], ok: Callable[[float], bool]) -> str:
     return "**missed**" if not any(map(ok, values)) else "**missed** (median; some rounds met it)"
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+def table(header: str, rows: Iterable[str]) -> str:
+    """A Markdown table from its header and rows, each written ``a | b | c``."""
+    rule = " | ".join(["---"] * (header.count(" | ") + 1))
+    return "".join(f"| {line} |\n" for line in [header, rule, *rows])
 
 
 def preamble(title: str, data: dict[str, Any], pinning: str) -> list[str]:
@@ -93,4 +93,4 @@ def problems_or(data: dict[str, Any], fine: str) -> list[str]:
 
 
 def versions(found: dict[str, str]) -> str:
-    return "## Versions\n\n" + table(["package", "version"], found.items())
+    return "## Versions\n\n" + table("package | version", [f"{k} | {v}" for k, v in found.items()])

@@ -53,31 +53,15 @@ def render(data: dict[str, Any]) -> str:
         "*Per server CPU-second*: the ratio of deliveries per server CPU-second.\n"
     )
     w.append("## Targets\n")
-    rows = []
-    for key, wording, ok in TARGETS:
-        for n in summary:
-            if ratio := summary[n]["ratios"].get(key):
-                rows.append(
-                    [
-                        f"fan-out msg/s: {wording}",
-                        f"{int(n):,}",
-                        cell(ratio["rate"]),
-                        cell(ratio["per_cpu"]),
-                        verdict(ratio["rate"], ok),
-                    ]
-                )
-    w.append(
-        table(
-            [
-                "target",
-                "N",
-                "throughput ratio, median (min–max over rounds)",
-                "per server CPU-second",
-                "verdict",
-            ],
-            rows,
-        )
-    )
+    rows = [
+        f"fan-out msg/s: {wording} | {int(n):,} | {cell(ratio['rate'])} | {cell(ratio['per_cpu'])} "
+        f"| {verdict(ratio['rate'], ok)}"
+        for key, wording, ok in TARGETS
+        for n in summary
+        if (ratio := summary[n]["ratios"].get(key))
+    ]
+    header = "target | N | throughput ratio, median (min–max over rounds) | per server CPU-second"
+    w.append(table(header + " | verdict", rows))
     every = c.sample_every
     sample = "all of them" if every == 1 else f"every {every}th subscriber and the last of each set"
     fine = (
@@ -121,36 +105,15 @@ def render(data: dict[str, Any]) -> str:
                 ratio = cell([1 / x for x in inverse["rate"]])
                 per_cpu, loop = fmt(1 / median(inverse["per_cpu"])), "n/a (`emit` only queues)"
             rows.append(
-                [
-                    LABELS[name],
-                    f"{median(row['rate']):,.0f}",
-                    span(row["rate"], ",.0f"),
-                    ratio,
-                    fmt(median(row["us_per_delivery"]), ".2f"),
-                    per_cpu,
-                    cell(row["ms"], ".1f"),
-                    loop,
-                    f"{median(row['client_share']):.0%}",
-                    f"{median(row['server_share']):.0%}",
-                ]
+                f"{LABELS[name]} | {median(row['rate']):,.0f} | {span(row['rate'], ',.0f')} "
+                f"| {ratio} | {fmt(median(row['us_per_delivery']), '.2f')} | {per_cpu} "
+                f"| {cell(row['ms'], '.1f')} | {loop} | {median(row['client_share']):.0%} "
+                f"| {median(row['server_share']):.0%}"
             )
-        w.append(
-            table(
-                [
-                    "contender",
-                    "delivered msg/s, median",
-                    "min–max",
-                    "ratio to raw (median, min–max)",
-                    "server CPU µs per delivery",
-                    "per-CPU-second ratio to raw",
-                    "trigger → last delivery, ms",
-                    "server's publish loop, deliveries/s (ratio to raw)",
-                    "client CPU",
-                    "server CPU",
-                ],
-                rows,
-            )
-        )
+        header = "contender | delivered msg/s, median | min–max | ratio to raw (median, min–max) "
+        header += "| server CPU µs per delivery | per-CPU-second ratio to raw "
+        header += "| trigger → last delivery, ms | server's publish loop, deliveries/s (ratio to "
+        w.append(table(header + "raw) | client CPU | server CPU", rows))
         if ratio := s["ratios"].get("spry/socketio"):
             w.append(
                 f"spry/socketio: {cell(ratio['rate'], '.2f')} in throughput, "
@@ -163,34 +126,18 @@ def render(data: dict[str, Any]) -> str:
         "only delay a burst's end: the last column, from the end of the server's publish loop "
         "to the client's last byte.\n"
     )
-    w.append(
-        table(
-            [
-                "N",
-                "contender",
-                "client CPU",
-                "server CPU",
-                "other (cores)",
-                "frames per `recv()`",
-                "client CPU µs per delivery",
-                "last delivery after the server's loop ended, ms",
-            ],
-            [
-                [
-                    f"{int(n):,}",
-                    LABELS[name],
-                    f"{median(row['client_share']):.0%} (max {max(row['client_share']):.0%})",
-                    f"{median(row['server_share']):.0%}",
-                    fmt(median(row["other"]), ".2f"),
-                    fmt(median(row["frames_per_read"]), ".1f"),
-                    fmt(median(row["client_us_per_delivery"]), ".1f"),
-                    "n/a" if name == "socketio" else cell(row["tail_ms"], ".1f"),
-                ]
-                for n, s in summary.items()
-                for name, row in s["table"].items()
-            ],
-        )
-    )
+    rows = [
+        f"{int(n):,} | {LABELS[name]} | {median(row['client_share']):.0%} "
+        f"(max {max(row['client_share']):.0%}) | {median(row['server_share']):.0%} "
+        f"| {fmt(median(row['other']), '.2f')} | {fmt(median(row['frames_per_read']), '.1f')} "
+        f"| {fmt(median(row['client_us_per_delivery']), '.1f')} "
+        f"| {'n/a' if name == 'socketio' else cell(row['tail_ms'], '.1f')}"
+        for n, s in summary.items()
+        for name, row in s["table"].items()
+    ]
+    header = "N | contender | client CPU | server CPU | other (cores) | frames per `recv()` "
+    header += "| client CPU µs per delivery | last delivery after the server's loop ended, ms"
+    w.append(table(header, rows))
     if r:
         w += redis_section(r)
     w.append(versions(data["versions"]))
@@ -212,39 +159,14 @@ def redis_section(r: dict[str, Any]) -> list[str]:
     names = {"A": "A, local (same process)", "B": "B, other process, via Redis"}
     rows = []
     for side, name in names.items():
-        x = r["sides"][side]
+        x = {key: fmt(value, ".2f") for key, value in r["sides"][side].items()}
+        pairs = [f"{x[f'{k}_p50_ms']} / {x[f'{k}_p99_ms']}" for k in ("first", "last", "observed")]
         rows.append(
-            [
-                name,
-                f"{x['deliveries']:,}",
-                f"**{fmt(x['p50_ms'], '.2f')}**",
-                fmt(x["p90_ms"], ".2f"),
-                f"**{fmt(x['p99_ms'], '.2f')}**",
-                fmt(x["p999_ms"], ".2f"),
-                fmt(x["max_ms"], ".2f"),
-                *(
-                    f"{fmt(x[f'{k}_p50_ms'], '.2f')} / {fmt(x[f'{k}_p99_ms'], '.2f')}"
-                    for k in ("first", "last", "observed")
-                ),
-            ]
+            f"{name} | {r['sides'][side]['deliveries']:,} | **{x['p50_ms']}** | {x['p90_ms']} "
+            f"| **{x['p99_ms']}** | {x['p999_ms']} | {x['max_ms']} | {' | '.join(pairs)}"
         )
-    w.append(
-        table(
-            [
-                "subscribers",
-                "deliveries",
-                "p50",
-                "p90",
-                "p99",
-                "p99.9",
-                "max",
-                "first delivery p50 / p99",
-                "last delivery p50 / p99",
-                "observed at recv() p50 / p99",
-            ],
-            rows,
-        )
-    )
+    header = "subscribers | deliveries | p50 | p90 | p99 | p99.9 | max | first delivery p50 / p99 "
+    w.append(table(header + "| last delivery p50 / p99 | observed at recv() p50 / p99", rows))
     a, b, p, cpu = r["sides"]["A"], r["sides"]["B"], r["publisher"], r["cpu_seconds"]
     w.append(
         f"The Redis hop itself, B's first delivery minus A's last (medians): "
