@@ -46,16 +46,6 @@ KINDS = {
 BASELINE, TWIN = "raw", "raw2"  # TWIN: the second raw aiohttp process of the A/A control
 H2H, AA = "h2h_", "aa_"  # figure prefixes: head-to-head, and the A/A control
 PROFILED = ("echo_text_32", "handshakes")
-PACKAGES: tuple[str, ...] = (
-    "aiohttp_spry",
-    "aiohttp",
-    "attrs",
-    "multidict",
-    "yarl",
-    "propcache",
-    "frozenlist",
-)
-PACKAGES += ("aiosignal", "starlette", "uvicorn", "httptools", "websockets", "py-spy")
 
 
 @attrs.define
@@ -76,18 +66,10 @@ class Config(harness.Settings):
     head_to_head: bool = True
 
 
-QUICK: dict[str, Any] = {
-    "rounds": 2,
-    "warmup": 0.3,
-    "duration": 0.8,
-    "idle_sessions": 500,
-    "memory_rounds": 1,
-    "profile_seconds": 1.0,
-    "gc_seconds": 0.75,
-    "retries": 1,
-    "quiet_wait": 3.0,
-    "noise_budget": 15.0,
-}
+QUICK: dict[str, Any] = dict(
+    rounds=2, warmup=0.3, duration=0.8, idle_sessions=500, memory_rounds=1, profile_seconds=1.0,
+    gc_seconds=0.75, retries=1, quiet_wait=3.0, noise_budget=15.0,
+)  # fmt: skip
 
 
 @attrs.frozen
@@ -288,7 +270,7 @@ class Echo(harness.Harness):
             if round_no < c.memory_rounds:
                 for kind in order:
                     self.measure_memory(kind, round_no)
-        versions_found = versions(PACKAGES)
+        versions_found = versions("starlette", "uvicorn", "httptools", "websockets", "py-spy")
         versions_found["wrk"] = wrk_version()
         return {
             "samples": self.samples,

@@ -142,9 +142,11 @@ class CpuTimes:
         return shares
 
 
-def versions(packages: tuple[str, ...]) -> dict[str, str]:
+def versions(*extra: str) -> dict[str, str]:
+    """Python's and each package's version: aiohttp_spry, its dependencies, then ``extra``."""
     found = {"python": f"{platform.python_implementation()} {platform.python_version()}"}
-    for name in packages:
+    core = ("aiohttp_spry", "aiohttp", "attrs", "multidict", "yarl", "propcache", "frozenlist")
+    for name in [*core, "aiosignal", *extra]:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

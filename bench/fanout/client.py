@@ -124,27 +124,6 @@ class Group:
 
 
 @attrs.frozen
-class Burst:
-    group: str
-    subscribers: int
-    messages: int
-    deliveries: int  # subscriber-messages received, counted by the client
-    seconds: float  # trigger written -> last byte of the last subscriber
-    client_cpu: float
-    server_cpu: float
-    cpu_busy: dict[str, float]
-    verified: int  # frames decoded and compared on the sampled subscribers
-    reply: dict[str, Any]
-    errors: tuple[str, ...]
-    reads: int  # recv() calls on the target set's sockets
-
-    def other(self) -> float:
-        """Cores busy during the burst besides the target server and the client."""
-        cpu = (self.client_cpu + self.server_cpu) / self.seconds if self.seconds else 0.0
-        return sum(self.cpu_busy.values()) - cpu if self.cpu_busy else 0.0
-
-
-@attrs.frozen
 class Latencies:
     """Per group: each delivery's latency in ns after the warm-up (kernel receive timestamp
     minus publish time), the same at the client's clock after ``recv()`` (``observed``), and
@@ -272,7 +251,7 @@ class FanoutClient:
         k: int,
         server_cpu: Callable[[], float],
         timeout: float = 120.0,
-    ) -> Burst:
+    ) -> dict[str, Any]:
         """Trigger burst ``burst_id`` of ``k`` messages on ``group``; time it to the last byte.
 
         Each target socket's ``SO_RCVLOWAT`` is set before the trigger to the burst's size
@@ -360,20 +339,23 @@ class FanoutClient:
                 )
         if reply.get("delivered") != subs * k:
             errors.append(f"the server says it delivered {reply.get('delivered')}, not {subs * k}")
-        return Burst(
-            group.name,
-            subs,
-            k,
-            deliveries,
-            t1 - t0,
-            client1 - client0,
-            server1 - server0,
-            busy,
-            verified,
-            reply,
-            tuple(errors),
-            reads,
-        )
+        seconds = t1 - t0
+        cpu = {"client_cpu": client1 - client0, "server_cpu": server1 - server0}
+        return {
+            "contender": group.name,
+            "subscribers": subs,
+            "messages": k,
+            "deliveries": deliveries,  # subscriber-messages received, counted by the client
+            "seconds": seconds,  # trigger written -> last byte of the last subscriber
+            **cpu,
+            "other": sum(busy.values()) - sum(cpu.values()) / seconds,  # cores besides those two
+            "cpu_busy": busy,
+            "verified": verified,  # frames decoded and compared on the sampled subscribers
+            "reads": reads,  # recv() calls on the target set's sockets
+            "server_loop_seconds": reply["seconds"],
+            "server_loop_cpu": reply["cpu"],
+            "errors": errors,
+        }
 
     def _check_burst(
         self, group: Group, k: int, size: int, expected: list[bytes], errors: list[str]

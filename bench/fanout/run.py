@@ -22,7 +22,7 @@ import attrs
 
 from bench import harness
 from bench.fanout import render
-from bench.fanout.client import SIO, WS, Burst, Control, FanoutClient, Latencies
+from bench.fanout.client import SIO, WS, Control, FanoutClient, Latencies
 from bench.fanout.messages import RAW_PATH, REDIS_PATH, SIO_PATH, SPRY_PATH, TOPIC
 from bench.harness import Option
 from bench.system import CpuTimes, Proc, pin, process_cpu, versions
@@ -31,16 +31,6 @@ from tests.support.redisproc import RedisProcess, redis_server_path
 CONTENDERS = ("raw", "spry", "socketio")
 PATHS = {"raw": RAW_PATH, "spry": SPRY_PATH, "socketio": SIO_PATH}
 REDIS_CHANNEL = "aiohttp_spry:" + TOPIC  # RedisBroker's default channel prefix + topic
-PACKAGES: tuple[str, ...] = (
-    "aiohttp_spry",
-    "aiohttp",
-    "attrs",
-    "multidict",
-    "yarl",
-    "propcache",
-    "frozenlist",
-)
-PACKAGES += ("aiosignal", "websockets", "py-spy", "python-socketio", "python-engineio", "redis")
 
 
 @attrs.define
@@ -66,22 +56,11 @@ class Config(harness.Settings):
     noise_budget: float = 90.0
 
 
-QUICK: dict[str, Any] = {
-    "sizes": (50,),
-    "rounds": 2,
-    "deliveries": 1000,
-    "sio_deliveries": 250,
-    "warmup_deliveries": 250,
-    "sample_every": 1,
-    "redis_subscribers": 50,
-    "redis_rate": 50.0,
-    "redis_seconds": 1.0,
-    "redis_warmup": 0.2,
-    "quiet_wait": 1.0,
-    "retries": 0,
-    "redis_retries": 0,
-    "noise_budget": 5.0,
-}
+QUICK: dict[str, Any] = dict(
+    sizes=(50,), rounds=2, deliveries=1000, sio_deliveries=250, warmup_deliveries=250,
+    sample_every=1, redis_subscribers=50, redis_rate=50.0, redis_seconds=1.0, redis_warmup=0.2,
+    quiet_wait=1.0, retries=0, redis_retries=0, noise_budget=5.0,
+)  # fmt: skip
 
 
 def messages_for(deliveries: int, subscribers: int) -> int:
@@ -150,7 +129,7 @@ class Fanout(harness.Harness):
             self.log(f"N={n}: {len(groups) * n} subscribers open in {opened:.1f} s; RSS {rss}")
             self.facts[f"N={n}"] = {"open_seconds": opened, "counts": counts, "rss": rss}
 
-            def burst(name: str, k: int) -> Burst:
+            def burst(name: str, k: int) -> dict[str, Any]:
                 self.burst_id += 1
                 # The other server is paused: idle python-socketio still pings its N clients
                 # (every 25 s); a burst is far shorter than Engine.IO's 20 s ping timeout.
@@ -172,11 +151,11 @@ class Fanout(harness.Harness):
                     result, attempts, idle = self.until_quiet(
                         name,
                         functools.partial(burst, name, k),
-                        lambda b: 0.0 if b.errors else b.other(),
+                        lambda b: 0.0 if b["errors"] else b["other"],
                         client.service,
                     )
                     self.check(n, f"round {round_no + 1}", result)
-                    self.record(n, round_no, result, attempts, idle)
+                    self.record(round_no, result, attempts, idle)
         finally:
             for control in controls.values():
                 control.sock.close()
@@ -210,38 +189,19 @@ class Fanout(harness.Harness):
                 self.problems.append(f"N={n}: {name}'s RLIMIT_NOFILE {answer['fds']} < {held}")
         return counts
 
-    def check(self, n: int, when: str, result: Burst) -> None:
-        self.problems += [f"N={n}, {when}, {result.group}: {error}" for error in result.errors]
-        if result.verified == 0:
-            self.problems.append(f"N={n}, {when}, {result.group}: no frame was decoded")
+    def check(self, n: int, when: str, burst: dict[str, Any]) -> None:
+        where = f"N={n}, {when}, {burst['contender']}"
+        self.problems += [f"{where}: {error}" for error in burst["errors"]]
+        if burst["verified"] == 0:
+            self.problems.append(f"{where}: no frame was decoded")
 
-    def record(self, n: int, round_no: int, b: Burst, attempts: int, idle: float) -> None:
-        self.bursts.append(
-            {
-                "subscribers": n,
-                "round": round_no,
-                "contender": b.group,
-                "messages": b.messages,
-                "deliveries": b.deliveries,
-                "seconds": b.seconds,
-                "rate": b.deliveries / b.seconds,
-                "client_cpu": b.client_cpu,
-                "server_cpu": b.server_cpu,
-                "other": b.other(),
-                "cpu_busy": b.cpu_busy,
-                "verified": b.verified,
-                "reads": b.reads,
-                "server_loop_seconds": b.reply.get("seconds"),
-                "server_loop_cpu": b.reply.get("cpu"),
-                "attempts": attempts,
-                "idle_before": idle,
-                "errors": list(b.errors),
-            }
-        )
+    def record(self, round_no: int, b: dict[str, Any], attempts: int, idle: float) -> None:
+        self.bursts.append({**b, "round": round_no, "attempts": attempts, "idle_before": idle})
         self.log(
-            f"  N={n} round {round_no + 1} {b.group:<9} {b.deliveries / b.seconds:>9,.0f} msg/s  "
-            f"{b.seconds * 1000:7.1f} ms  client {b.client_cpu / b.seconds:4.0%}  "
-            f"server {b.server_cpu / b.seconds:4.0%}  other {b.other():.2f}"
+            f"  N={b['subscribers']} round {round_no + 1} {b['contender']:<9} "
+            f"{b['deliveries'] / b['seconds']:>9,.0f} msg/s  {b['seconds'] * 1000:7.1f} ms  "
+            f"client {b['client_cpu'] / b['seconds']:4.0%}  "
+            f"server {b['server_cpu'] / b['seconds']:4.0%}  other {b['other']:.2f}"
         )
 
     def redis_latency(self) -> dict[str, Any] | None:
@@ -371,7 +331,7 @@ class Fanout(harness.Harness):
         for n in self.config.sizes:
             self.fanout_size(n)
         redis = self.redis_latency()
-        found = versions(PACKAGES)
+        found = versions("websockets", "py-spy", "python-socketio", "python-engineio", "redis")
         if redis:
             found["redis-server"] = redis["redis_version"]
         return {
