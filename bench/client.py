@@ -23,7 +23,6 @@ from bench.ws import (
     ACCEPT,
     CLOSE_REPLY,
     CLOSE_REQUEST,
-    READ_SIZE,
     Opcode,
     Totals,
     check_101,
@@ -31,6 +30,7 @@ from bench.ws import (
     close_all,
     open_quiet,
     parse_frame,
+    receive,
     request,
     server_frame,
 )
@@ -219,13 +219,8 @@ def echo_load(
                         poller.modify(fd, EPOLLIN)
                 if not events & ~EPOLLOUT:
                     continue
-                try:
-                    data = conn.sock.recv(READ_SIZE)
-                except BlockingIOError:
+                if (data := receive(conn.sock, conn.totals.error)) is None:
                     continue
-                except OSError as error:
-                    data = b""
-                    conn.totals.error(f"recv: {error}")
                 if not data:
                     conn.totals.error("the server closed an echo connection")
                     poller.unregister(fd)

@@ -122,7 +122,8 @@ def parse(
     the command line as it will be recorded."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--quick", action="store_true", help="a short smoke-check run")
-    for option in [*options, Option("--no-pin", "do not pin server and client CPUs")]:
+    options = [*options, Option("--no-pin", "do not pin server and client CPUs")]
+    for option in options:
         if option.type is None:
             parser.add_argument(option.flag, action="store_true", help=option.help)
         else:
@@ -136,7 +137,6 @@ def parse(
             name, value = name.removeprefix("no_"), not value
         if hasattr(config, name) and value is not None:
             setattr(config, name, value)
-    config.pin = not args.no_pin  # type: ignore[attr-defined]
     given = sys.argv[1:] if argv is None else argv
     return config, args, shlex.join([*prog.split(), *given])
 

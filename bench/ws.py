@@ -9,6 +9,7 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Callable
 
 import attrs
 
@@ -47,6 +48,18 @@ class Totals:
         self.error_count += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(what)
+
+
+def receive(sock: socket.socket, on_error: Callable[[str], object]) -> bytes | None:
+    """What ``sock`` holds, ``None`` when nothing yet; ``b""`` when the peer closed or the
+    read failed (``on_error`` is told why)."""
+    try:
+        return sock.recv(READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError as error:
+        on_error(f"recv: {error}")
+        return b""
 
 
 def request(port: int, path: str) -> bytes:
@@ -134,13 +147,8 @@ def close_all(socks: list[socket.socket], totals: Totals, timeout: float = 30.0)
         while replies and time.monotonic() < deadline:
             for fd, _ in poller.poll(0.1):
                 sock, reply = replies[fd]
-                try:
-                    data = sock.recv(READ_SIZE)
-                except BlockingIOError:
+                if (data := receive(sock, totals.error)) is None:
                     continue
-                except OSError as error:
-                    data = b""
-                    totals.error(f"closing: {error}")
                 reply += data
                 if not data:  # the server hung up: its last bytes must be a 1000 close frame
                     if not reply.endswith(CLOSE_REPLY):

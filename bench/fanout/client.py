@@ -34,6 +34,7 @@ from bench.ws import (
     open_ws,
     parse_frame,
     read_frame,
+    receive,
     server_frame,
 )
 
@@ -218,12 +219,8 @@ class FanoutClient:
         del buf[:pos]
 
     def _read_other(self, sub: Sub, target: Group | None) -> None:
-        try:
-            data = sub.sock.recv(READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as error:
-            self._lost(sub, f"recv: {error}")
+        data = receive(sub.sock, self.totals.error)
+        if data is None:
             return
         if not data:
             self._lost(sub, "the server closed the connection")
@@ -289,13 +286,8 @@ class FanoutClient:
                 if sub.group is not group:
                     self._read_other(sub, group)
                     continue
-                try:
-                    data = sub.sock.recv(READ_SIZE)
-                except BlockingIOError:
+                if (data := receive(sub.sock, errors.append)) is None:
                     continue
-                except OSError as error:
-                    data = b""
-                    errors.append(f"recv: {error}")
                 reads += 1
                 if not data:
                     self._lost(sub, "closed during a burst")
