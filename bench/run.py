@@ -163,17 +163,9 @@ class Echo(harness.Harness):
             detail = {"count": result.count, "seconds": result.seconds, **result.extra}
             detail["verified"] = result.totals.verified
             detail["peer_server_share"] = (total_server - result.server_cpu) / result.seconds
+            shares = result.client_cpu / result.seconds, result.server_cpu / result.seconds
             samples.append(
-                Sample(
-                    figure,
-                    proc.name,
-                    round_no,
-                    result.rate,
-                    result.client_cpu / result.seconds,
-                    result.server_cpu / result.seconds,
-                    result.cpu_busy,
-                    detail,
-                )
+                Sample(figure, proc.name, round_no, result.rate, *shares, result.cpu_busy, detail)
             )
         return samples
 
