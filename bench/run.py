@@ -157,12 +157,12 @@ class Echo(harness.Harness):
                 probes=[s.cpu for s in servers],
             )
         samples = []
-        total_server = sum(r.server_cpu for r in results)
+        total_share = sum(r.server_cpu / r.seconds for r in results)
         for proc, result in zip(servers, results, strict=True):
             self.check(figure, proc, result)
             detail = {"count": result.count, "seconds": result.seconds, **result.extra}
             detail["verified"] = result.totals.verified
-            detail["peer_server_share"] = (total_server - result.server_cpu) / result.seconds
+            detail["peer_server_share"] = total_share - result.server_cpu / result.seconds
             shares = result.client_cpu / result.seconds, result.server_cpu / result.seconds
             samples.append(
                 Sample(figure, proc.name, round_no, result.rate, *shares, result.cpu_busy, detail)
