@@ -1,11 +1,8 @@
 """CPU profile of a server under load: py-spy attached by PID, read back as collapsed stacks.
 
-py-spy samples from outside the process. It pauses the server for each
-sample (a few tens of µs, 250 times a second): without that
-(``--nonblocking``) about a third of the stacks came back torn on this
-machine (frames of different moments spliced together). ``--function``
-folds samples by function rather than by line. Idle samples (the event loop
-waiting in ``epoll``) are not recorded, so shares are of the server's busy time.
+py-spy pauses the server for each sample (tens of µs, 250 times a second): without that
+(``--nonblocking``) about a third of the stacks came back torn on this machine. Idle
+samples (the loop waiting in ``epoll``) are not recorded, so shares are of busy time.
 """
 
 from __future__ import annotations
@@ -20,18 +17,13 @@ from pathlib import Path
 import attrs
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
-_PREFIXES = (
-    re.compile(r"^.*/site-packages/"),
-    re.compile(r"^.*/lib/python3\.\d+/"),
-)
+_PREFIX = re.compile(r"^.*/(site-packages|lib/python3\.\d+)/")
 
 
 def py_spy() -> str | None:
     """The py-spy executable: next to this Python first (the venv), then on PATH."""
     local = Path(sys.executable).parent / "py-spy"
-    if local.exists():
-        return str(local)
-    return shutil.which("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
 
 
 def short_frame(frame: str, root: Path) -> str:
@@ -39,27 +31,16 @@ def short_frame(frame: str, root: Path) -> str:
     match = _FRAME.match(frame)
     if not match:
         return frame
-    path = match["file"]
-    root_prefix = f"{root}/"
-    if path.startswith(root_prefix):
-        path = path[len(root_prefix) :]
-    else:
-        for prefix in _PREFIXES:
-            path = prefix.sub("", path)
+    path = match["file"].removeprefix(f"{root}/")
+    path = _PREFIX.sub("", path)
     line = f":{match['line']}" if match["line"] else ""
     return f"{match['name']} ({path}{line})"
-
-
-def is_spry_frame(frame: str) -> bool:
-    """Frames of the package itself, including attrs' generated ``__init__`` of its classes."""
-    return "aiohttp_spry/" in frame or "aiohttp_spry." in frame
 
 
 @attrs.frozen
 class Profile:
     samples: int
     self_time: list[tuple[str, int]]
-    inclusive: list[tuple[str, int]]
     spry_self: int
     spry_self_frames: list[tuple[str, int]]
 
@@ -70,27 +51,19 @@ class Profile:
 def parse_collapsed(text: str, root: Path, top: int = 15) -> Profile:
     """Read py-spy's ``--format raw`` output (``frame;frame;frame count`` per line)."""
     self_time: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
     for line in text.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [short_frame(frame, root) for frame in stack.split(";")]
-        # py-spy's first element is the thread ("process 123:..."/"thread (0x...)")
-        # when asked for; with the defaults every element is a Python frame.
-        total += count
-        self_time[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    spry = Counter({frame: n for frame, n in self_time.items() if is_spry_frame(frame)})
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            self_time[short_frame(stack.split(";")[-1], root)] += int(count)
+    # The package's frames, including attrs' generated ``__init__`` of its classes.
+    spry = Counter(
+        {f: n for f, n in self_time.items() if "aiohttp_spry/" in f or "aiohttp_spry." in f}
+    )
     return Profile(
-        samples=total,
-        self_time=self_time.most_common(top),
-        inclusive=inclusive.most_common(top),
-        spry_self=sum(spry.values()),
-        spry_self_frames=spry.most_common(top),
+        sum(self_time.values()),
+        self_time.most_common(top),
+        sum(spry.values()),
+        spry.most_common(top),
     )
 
 
@@ -101,28 +74,12 @@ class Recorder:
         exe = py_spy()
         if exe is None:
             raise FileNotFoundError("py-spy is not installed (pip install -e '.[bench]')")
-        self.output = output
-        self.log = output.with_suffix(".log")
+        self.output, self.log = output, output.with_suffix(".log")
+        command = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+        command += ["--rate", str(rate), "--function", "--format", "raw", "--output", str(output)]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    exe,
-                    "record",
-                    "--pid",
-                    str(pid),
-                    "--duration",
-                    str(max(1, round(seconds))),
-                    "--rate",
-                    str(rate),
-                    "--function",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(output),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
 
     def wait(self, timeout: float) -> str:
@@ -130,8 +87,7 @@ class Recorder:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            self.proc.wait(5)
+            self.stop()
         if not self.output.exists():
             raise RuntimeError(f"py-spy wrote no profile: {self.log.read_text(errors='replace')}")
         return self.output.read_text()

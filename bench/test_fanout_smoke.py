@@ -3,8 +3,7 @@
 N=50 subscribers per contender (raw aiohttp loop, aiohttp_spry, python-socketio),
 two rounds of small bursts, then the latency stream through a real
 ``redis-server`` (skipped when there is none). Checks correctness only (exact
-counts, every frame decoded), never speed. Run it from the repository root:
-``python -m pytest bench/test_fanout_smoke.py``.
+counts, every frame decoded), never speed. Run it from the repository root.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from typing import Any
 import pytest
 
 from bench.fanout.run import CONTENDERS, QUICK, Config, round_order, run
-from tests.optional import require_tool
-from tests.redisproc import redis_server_path
+from tests.support.optional import require_tool
+from tests.support.redisproc import redis_server_path
 
 HAS_REDIS = redis_server_path() is not None
 
@@ -24,7 +23,7 @@ HAS_REDIS = redis_server_path() is not None
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out: Path = tmp_path_factory.mktemp("fanout")
-    config = Config(**QUICK)  # type: ignore[arg-type]
+    config = Config(**QUICK)
     config.output = out / "RESULTS-fanout.md"
     config.json_output = out / "results-fanout.json"
     config.pin = False  # do not pin the test process
@@ -41,9 +40,9 @@ def test_no_problems(results: dict[str, Any]) -> None:
 
 def test_every_burst_is_exact(results: dict[str, Any]) -> None:
     bursts = results["bursts"]
-    n = QUICK["sizes"][0]  # type: ignore[index]
+    n = QUICK["sizes"][0]
     assert {b["contender"] for b in bursts} == {"raw", "spry", "socketio"}
-    rounds: int = QUICK["rounds"]  # type: ignore[assignment]
+    rounds: int = QUICK["rounds"]
     assert [b["contender"] for b in bursts] == [
         name for r in range(rounds) for name in round_order(CONTENDERS, r)
     ]
@@ -58,7 +57,7 @@ def test_every_burst_is_exact(results: dict[str, Any]) -> None:
 
 
 def test_summary_has_the_ratios(results: dict[str, Any]) -> None:
-    summary = results["summary"][str(QUICK["sizes"][0])]  # type: ignore[index]
+    summary = results["summary"][str(QUICK["sizes"][0])]
     assert set(summary["table"]) == {"raw", "spry", "socketio"}
     assert {"spry/raw", "spry/socketio"} <= set(summary["ratios"])
 

@@ -1,4 +1,4 @@
-"""``python -m bench.fanout [--quick]``: the fan-out benchmarks; writes bench/RESULTS-fanout.md."""
+"""``python -m bench.fanout [--quick]``: writes bench/RESULTS-fanout.md."""
 
 from bench.fanout.run import main
 

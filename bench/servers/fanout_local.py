@@ -1,18 +1,10 @@
-"""The fan-out floor and aiohttp_spry in one process, for head-to-head bursts.
+"""The fan-out floor and aiohttp_spry in one process, for alternating bursts.
 
-``GET /raw/sub``: a plain ``web.WebSocketResponse`` added to a set of
-subscribers; a burst is the hand-written loop ``for ws in subscribers: await
-ws.send_str(msg)`` once per message. ``GET /spry/sub``: a ``@spry.route``
-session that calls ``await ws.subscribe("t")``; a burst is ``await
-spry.publish(app, "t", msg)`` once per message (public API only). Both kinds of
-session just wait for the peer to close. Control commands (``GET /control``):
-
-- ``{"op": "count"}``: ``{"raw": n, "spry": n, "fds": {...}}``, the open subscribers;
-- ``{"op": "burst", "set": "raw"|"spry", "id": b, "k": k}``: publish the ``k``
-  messages of burst ``b`` back to back (built before the clock starts); answers
-  with the deliveries written and the loop's wall and CPU seconds.
-
-    python -m bench.servers.fanout_local --port 8081
+``GET /raw/sub``: a plain ``web.WebSocketResponse`` in a set; a burst runs
+``for ws in subscribers: await ws.send_str(msg)`` per message. ``GET /spry/sub``: a
+``@spry.route`` session that called ``await ws.subscribe("t")``; a burst runs
+``await spry.publish(app, "t", msg)`` per message. Control commands: ``count``, and
+``burst`` (``set``, ``id``, ``k``), the messages built before the clock starts.
 """
 
 from __future__ import annotations
@@ -22,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from aiohttp_spry import Event, Spry, WebSocket
-from bench.fanout.wire import RAW_PATH, SPRY_PATH, TOPIC, burst_messages
-from bench.servers.fanout_common import add_control, fd_limit, port_argument, serve, timed
+from bench.fanout.messages import RAW_PATH, SPRY_PATH, TOPIC, burst_messages
+from bench.servers.common import add_control, arguments, fd_limit, run_aiohttp, timed
 
 RAW_SUBSCRIBERS = web.AppKey("raw_subscribers", set[web.WebSocketResponse])
 
@@ -31,13 +23,12 @@ RAW_SUBSCRIBERS = web.AppKey("raw_subscribers", set[web.WebSocketResponse])
 async def raw_subscriber(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    subscribers = request.app[RAW_SUBSCRIBERS]
-    subscribers.add(ws)
+    request.app[RAW_SUBSCRIBERS].add(ws)
     try:
         async for _ in ws:
             pass
     finally:
-        subscribers.discard(ws)
+        request.app[RAW_SUBSCRIBERS].discard(ws)
     return ws
 
 
@@ -72,24 +63,15 @@ def make_app() -> web.Application:
 
     async def run(cmd: dict[str, Any]) -> dict[str, Any]:
         if cmd["op"] == "count":
-            return {
-                "raw": len(app[RAW_SUBSCRIBERS]),
-                "spry": len(spry.subscribers(app, TOPIC)),
-                "fds": fd_limit(),
-            }
-        if cmd["op"] == "burst":
-            messages = burst_messages(cmd["id"], cmd["k"])
-            burst = raw_burst if cmd["set"] == "raw" else spry_burst
-            return await timed(lambda: burst(messages))
-        return {"error": f"unknown command {cmd!r}"}
+            raw, spry_count = len(app[RAW_SUBSCRIBERS]), len(spry.subscribers(app, TOPIC))
+            return {"raw": raw, "spry": spry_count, "fds": fd_limit()}
+        messages = burst_messages(cmd["id"], cmd["k"])
+        burst = raw_burst if cmd["set"] == "raw" else spry_burst
+        return await timed(lambda: burst(messages))
 
     add_control(app, run)
     return app
 
 
-def main(port: int) -> None:
-    serve(make_app(), port)
-
-
 if __name__ == "__main__":
-    main(port_argument(__doc__ or "").parse_args().port)
+    run_aiohttp(make_app(), arguments(__doc__).port)

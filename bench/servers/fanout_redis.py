@@ -1,18 +1,9 @@
 """aiohttp_spry with the Redis broker, for the cross-process latency benchmark.
 
-Run two (or more) of these against one ``redis-server``: ``GET /sub`` is a
-``@spry.route`` session subscribed to ``"t"``; the publisher is a command on
-the control WebSocket (``GET /control``):
-
-- ``{"op": "count"}``: ``{"subscribers": n, "redis": bool, "fds": {...}}``;
-- ``{"op": "stream", "run": r, "count": c, "rate": hz}``: publish ``c``
-  timestamped messages (``time.time_ns()`` taken just before each
-  ``spry.publish``; CLOCK_REALTIME, the clock of the client's kernel receive
-  timestamps) at a steady ``hz`` per second, on an absolute schedule so a late
-  tick does not shift the ones after it; answers when done with the local
-  deliveries, how long each publish call took and how late the ticks were.
-
-    python -m bench.servers.fanout_redis --port 8083 --redis redis://127.0.0.1:6379/0
+Two of these share one ``redis-server``; ``GET /sub`` is a session subscribed to ``"t"``.
+Control commands: ``count``, and ``stream`` (``run``, ``count``, ``rate``): publish
+messages stamped with ``time.time_ns()`` just before each ``spry.publish``, at a steady
+rate on an absolute schedule (a late tick does not shift the next ones).
 """
 
 from __future__ import annotations
@@ -26,8 +17,8 @@ from aiohttp import web
 
 from aiohttp_spry import Event, Spry, WebSocket
 from aiohttp_spry.pubsub.redis import RedisBroker
-from bench.fanout.wire import REDIS_PATH, TOPIC, latency_message
-from bench.servers.fanout_common import add_control, fd_limit, port_argument, serve
+from bench.fanout.messages import REDIS_PATH, TOPIC, latency_message
+from bench.servers.common import add_control, arguments, fd_limit, run_aiohttp
 
 
 async def session(ws: WebSocket) -> None:
@@ -47,16 +38,12 @@ def make_app(redis_url: str) -> web.Application:
 
     async def stream(run: int, count: int, rate: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        interval = 1.0 / rate
-        start = loop.time() + interval
-        delivered = 0
-        late_max = 0.0
-        publish_ns: list[int] = []
+        start = loop.time() + 1.0 / rate
+        delivered, late_max, publish_ns = 0, 0.0, []
         cpu0, t0 = time.process_time(), time.perf_counter()
         for seq in range(count):
-            due = start + seq * interval
-            delay = due - loop.time()
-            if delay > 0:
+            due = start + seq / rate
+            if (delay := due - loop.time()) > 0:
                 await asyncio.sleep(delay)
             late_max = max(late_max, loop.time() - due)
             stamp = time.time_ns()
@@ -68,32 +55,21 @@ def make_app(redis_url: str) -> web.Application:
             "seconds": time.perf_counter() - t0,
             "cpu": time.process_time() - cpu0,
             "late_max": late_max,
-            # How long each publish call took (the local fan-out is synchronous).
+            # The local fan-out is synchronous: how long each publish call took.
             "publish_ms_median": statistics.median(publish_ns) / 1e6,
             "publish_ms_max": max(publish_ns) / 1e6,
         }
 
     async def run(cmd: dict[str, Any]) -> dict[str, Any]:
         if cmd["op"] == "count":
-            return {
-                "subscribers": len(spry.subscribers(app, TOPIC)),
-                "redis": broker.connected,
-                "fds": fd_limit(),
-            }
-        if cmd["op"] == "stream":
-            return await stream(cmd["run"], cmd["count"], cmd["rate"])
-        return {"error": f"unknown command {cmd!r}"}
+            subscribers = len(spry.subscribers(app, TOPIC))
+            return {"subscribers": subscribers, "redis": broker.connected, "fds": fd_limit()}
+        return await stream(cmd["run"], cmd["count"], cmd["rate"])
 
     add_control(app, run)
     return app
 
 
-def main(port: int, redis_url: str) -> None:
-    serve(make_app(redis_url), port)
-
-
 if __name__ == "__main__":
-    parser = port_argument(__doc__ or "")
-    parser.add_argument("--redis", required=True, help="redis://host:port/db")
-    args = parser.parse_args()
-    main(args.port, args.redis)
+    args = arguments(__doc__, "redis")
+    run_aiohttp(make_app(args.redis), args.port)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 from aiohttp import WSMsgType, web
 
-from bench.frames import ECHO_PATH, HELLO_BODY, HELLO_PATH
-from bench.servers import BACKLOG, HOST, raise_fd_limit
+from bench.servers.common import ECHO_PATH, HELLO_BODY, HELLO_PATH, arguments, run_aiohttp
 
 
 async def echo(request: web.Request) -> web.WebSocketResponse:
@@ -32,20 +29,5 @@ def make_app() -> web.Application:
     return app
 
 
-def main(port: int) -> None:
-    raise_fd_limit()
-    web.run_app(
-        make_app(),
-        host=HOST,
-        port=port,
-        backlog=BACKLOG,
-        access_log=None,
-        print=None,
-        shutdown_timeout=1.0,
-    )
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    main(parser.parse_args().port)
+    run_aiohttp(make_app(), arguments(__doc__).port)

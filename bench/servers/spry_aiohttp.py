@@ -1,17 +1,12 @@
-"""aiohttp_spry: the same routes as ``raw_aiohttp``, through ``@spry.route`` and ``ws.events``.
-
-Public API only, written the way the README shows it.
-"""
+"""aiohttp_spry: raw_aiohttp's routes through ``@spry.route`` and ``ws.events``, public API
+only, written the way the README shows it."""
 
 from __future__ import annotations
-
-import argparse
 
 from aiohttp import web
 
 from aiohttp_spry import BinaryDataReceived, Event, Spry, TextDataReceived, WebSocket
-from bench.frames import ECHO_PATH, HELLO_BODY, HELLO_PATH
-from bench.servers import BACKLOG, HOST, raise_fd_limit
+from bench.servers.common import ECHO_PATH, HELLO_BODY, HELLO_PATH, arguments, run_aiohttp
 
 
 async def session(ws: WebSocket) -> None:
@@ -37,20 +32,5 @@ def make_app() -> web.Application:
     return app
 
 
-def main(port: int) -> None:
-    raise_fd_limit()
-    web.run_app(
-        make_app(),
-        host=HOST,
-        port=port,
-        backlog=BACKLOG,
-        access_log=None,
-        print=None,
-        shutdown_timeout=1.0,
-    )
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    main(parser.parse_args().port)
+    run_aiohttp(make_app(), arguments(__doc__).port)

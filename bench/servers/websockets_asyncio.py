@@ -1,13 +1,9 @@
-"""The ``websockets`` library's asyncio server.
-
-It is a WebSocket server, not an HTTP one: ``/hello`` is answered from
-``process_request``, and the connection is closed after each response (no
-keep-alive), so its HTTP figure includes a TCP connect per request.
-"""
+"""The ``websockets`` library's asyncio server. It is no HTTP server: ``/hello`` is answered
+from ``process_request`` and the connection closed after it (no keep-alive), so its HTTP
+figure includes a TCP connect per request."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 from http import HTTPStatus
@@ -15,8 +11,7 @@ from http import HTTPStatus
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from bench.frames import ECHO_PATH, HELLO_BODY, HELLO_PATH
-from bench.servers import BACKLOG, HOST, raise_fd_limit
+from bench.servers.common import BACKLOG, ECHO_PATH, HELLO_BODY, HELLO_PATH, HOST, arguments
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -27,16 +22,15 @@ async def echo(ws: ServerConnection) -> None:
 def route(connection: ServerConnection, request: Request) -> Response | None:
     if request.path == HELLO_PATH:
         return connection.respond(HTTPStatus.OK, HELLO_BODY)
-    if request.path != ECHO_PATH:
-        return connection.respond(HTTPStatus.NOT_FOUND, "Not Found")
-    return None
+    return (
+        None if request.path == ECHO_PATH else connection.respond(HTTPStatus.NOT_FOUND, "Not Found")
+    )
 
 
-async def serve_until_signalled(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()
+async def main(port: int) -> None:
+    stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set_result, None)
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     async with serve(
         echo, HOST, port, process_request=route, ping_interval=None, backlog=BACKLOG
     ) as server:
@@ -44,12 +38,5 @@ async def serve_until_signalled(port: int) -> None:
         server.close(close_connections=True)
 
 
-def main(port: int) -> None:
-    raise_fd_limit()
-    asyncio.run(serve_until_signalled(port))
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    main(parser.parse_args().port)
+    asyncio.run(main(arguments(__doc__).port))
