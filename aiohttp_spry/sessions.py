@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from .errors import HTTPError
-from .masking import require_masked_first_frame
+from .masking import require_masked_frames
 from .pubsub.fanout import ENDED, FANOUT_KEY
 from .websocket import (
     CloseCode,
@@ -70,7 +70,8 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
             503, body="Too many WebSocket sessions; try again later.", headers={"Retry-After": "1"}
         )
     try:
-        await response.prepare(request)
+        with require_masked_frames(request, response):
+            await response.prepare(request)
     except (web.HTTPException, ValueError) as refused:
         # aiohttp's own handshake checks: missing or bad key (a key with
         # non-ASCII characters makes it raise ValueError instead of its 400).
@@ -89,7 +90,6 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
         logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
         return web.Response(status=499, reason="Client Closed Request")
 
-    require_masked_first_frame(response)
     ws = WebSocket(response)
     registry.sessions.add(ws)
     logger.debug("WebSocket session opened: %s", ws)
