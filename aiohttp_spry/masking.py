@@ -171,61 +171,124 @@ class _Handover:
             protocol.close()  # as aiohttp does when its reader fails
 
 
+# Fragmentation states (RFC 6455 §5.4), as offsets into _NEXT_STATE.
+_CLOSED: Final = 0  # no fragmented message open
+_OPEN: Final = 256  # a text or binary frame without FIN came, its continuations follow
+_REFUSE: Final = 512  # the frame breaks a rule: fail the connection
+#: What the fast loop adds to its position for a second header byte it cannot
+#: handle (unmasked, or a 16/64-bit length): far past any read, so the loop ends.
+_FAR: Final = 1 << 62
+
+
+def _next_state(state: int, first: int) -> int:
+    """The state after a frame whose first header byte is ``first``.
+
+    Rules aiohttp's reader misses: RSV1 on a control frame (RFC 7692 §6.1,
+    whatever was negotiated) and a text or binary frame while a fragmented
+    message is open (§5.4; aiohttp only sees it when fragments were non-empty).
+    Everything else in the first byte (other RSV bits, unknown opcodes, a
+    continuation with nothing open) aiohttp's reader refuses itself.
+    """
+    opcode = first & 0x0F
+    if state == _REFUSE or (opcode > 7 and first & 0x40):
+        return _REFUSE
+    if opcode in (1, 2):
+        if state == _OPEN:
+            return _REFUSE
+        return _CLOSED if first & 0x80 else _OPEN
+    if opcode == 0 and first & 0x80:
+        return _CLOSED  # the final continuation ends the message
+    return state
+
+
+#: _NEXT_STATE[state + first byte]: the state after that frame (_REFUSE absorbs).
+_NEXT_STATE: Final = tuple(
+    _next_state(state, first) for state in (_CLOSED, _OPEN, _REFUSE) for first in range(256)
+)
+#: _STEP[second byte]: header and payload size of a masked frame with a 7-bit length.
+_STEP: Final = tuple(6 + (b & 0x7F) if b >= 0x80 and b & 0x7F < 126 else _FAR for b in range(256))
+
+
 class _FrameCheck:
     """Sits in front of aiohttp's WebSocket reader; sees every header, skips payloads.
 
     State across reads: the payload bytes still to skip, the start of a header
-    cut by a read (at most 9 bytes), and whether a fragmented message is open.
+    cut by a read (at most 9 bytes), and the fragmentation state.
     """
 
-    __slots__ = ("_head", "_open", "_parser", "_queue", "_skip", "_violation")
+    __slots__ = ("_head", "_parser", "_queue", "_skip", "_state", "_violation")
 
     def __init__(self, parser: _Parser, queue: _Queue) -> None:
         self._parser = parser
         self._queue = queue
         self._skip = 0
         self._head = b""
-        self._open = False
+        self._state = _CLOSED
         self._violation: Violation | None = None
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        end = len(data)
         pos = self._skip
-        if pos < end:  # a header starts in this read
-            if self._head:
-                return self._feed_after_cut_header(data)
-            pos = self._scan(data, pos, end)
-            if pos < end:
-                if self._violation is not None:
-                    return self._refuse(data[:pos])
-                self._head = data[pos:]  # the header is cut: judged when the rest comes
-                pos = end
-        self._skip = pos - end
-        return self._parser.feed_data(data)
+        end = len(data)
+        if pos >= end:  # inside one payload the whole read long
+            self._skip = pos - end
+            return self._parser.feed_data(data)
+        if not self._head:
+            # The hot path: masked frames with a 7-bit length, two table
+            # lookups each. Anything else (a violation, a longer length, a
+            # header cut at the end) leaves it for _feed_carefully, which
+            # starts this read again.
+            state = self._state
+            last = end - 1
+            while pos < last:
+                state = _NEXT_STATE[state + data[pos]]
+                pos += _STEP[data[pos + 1]]
+            if state != _REFUSE and end <= pos < _FAR:
+                self._state = state
+                self._skip = pos - end
+                return self._parser.feed_data(data)
+        return self._feed_carefully(data)
 
     def feed_eof(self) -> None:
         self._parser.feed_eof()
 
+    def _feed_carefully(self, data: bytes) -> tuple[bool, bytes]:
+        head = self._head  # the start of a header the previous read cut
+        self._head = b""
+        buffer = head + data if head else data
+        end = len(buffer)
+        pos = self._scan(buffer, self._skip, end)
+        if pos < end:
+            if self._violation is not None:
+                # aiohttp's reader gets the frames before it, never its header.
+                return self._refuse(data[: max(pos - len(head), 0)])
+            self._head = buffer[pos:]  # judged when the rest comes
+            pos = end
+        self._skip = pos - end
+        return self._parser.feed_data(data)
+
     def _scan(self, data: bytes, pos: int, end: int) -> int:
-        """Walk the frames from ``pos``; return where the next header starts.
+        """Walk the frame headers from ``pos``; return where the next header starts.
 
         Stops before ``end`` at a header that is cut (the caller keeps it) or
-        breaks a rule (``_violation`` says which).
+        that breaks a rule (``_violation`` says which).
         """
-        opened = self._open
+        state = self._state
         while pos + 1 < end:
             first = data[pos]
             second = data[pos + 1]
             if second < 0x80:
                 self._violation = Violation.UNMASKED
                 break
-            opcode = first & 0x0F
-            if opcode > 7 and first & 0x40:
-                self._violation = Violation.COMPRESSED_CONTROL
+            new_state = _NEXT_STATE[state + first]
+            if new_state == _REFUSE:
+                opcode = first & 0x0F
+                self._violation = (
+                    Violation.COMPRESSED_CONTROL if opcode > 7 else Violation.INTERLEAVED
+                )
                 break
             length = second & 0x7F
             if length < 126:
-                size = 6 + length  # 2 header bytes + 4 mask bytes + payload
+                size = 6 + length  # 2 header bytes, 4 mask bytes, the payload
             elif length == 126:
                 if end - pos < 4:
                     break
@@ -234,32 +297,10 @@ class _FrameCheck:
                 if end - pos < 10:
                     break
                 size = 14 + int.from_bytes(data[pos + 2 : pos + 10], "big")
-            if 0 < opcode < 3:  # text or binary: starts a message
-                if opened:
-                    self._violation = Violation.INTERLEAVED
-                    break
-                opened = first < 0x80  # FIN clear: more fragments follow
-            elif opcode == 0 and first >= 0x80:
-                opened = False  # the final continuation ends the message
+            state = new_state
             pos += size
-        self._open = opened
+        self._state = state
         return pos
-
-    def _feed_after_cut_header(self, data: bytes) -> tuple[bool, bytes]:
-        # Rare: the previous read ended inside a header, whose bytes aiohttp's
-        # reader has already been given.
-        head = self._head
-        self._head = b""
-        buffer = head + data
-        end = len(buffer)
-        pos = self._scan(buffer, 0, end)
-        if pos < end:
-            if self._violation is not None:
-                return self._refuse(data[: max(pos - len(head), 0)])
-            self._head = buffer[pos:]
-            pos = end
-        self._skip = pos - end
-        return self._parser.feed_data(data)
 
     def _refuse(self, before: bytes) -> tuple[bool, bytes]:
         """Pass on the frames before the violation, then fail the connection after them."""

@@ -371,6 +371,9 @@ class RecordingQueue:
 def stream_of_frames() -> bytes:
     frames = [zero_masked(TEXT, bytes([0x81]) * size) for size in (0, 1, 125, 126, 65535, 65536)]
     frames += [
+        zero_masked(TEXT, b"a", fin=False),
+        zero_masked(PING, b""),
+        zero_masked(CONTINUATION, b"b"),
         zero_masked(BINARY, b"x" * 200, fin=False),
         zero_masked(PING, b"ping"),
         zero_masked(CONTINUATION, b"", fin=False),
@@ -381,24 +384,29 @@ def stream_of_frames() -> bytes:
     return b"".join(frames)
 
 
-def feed_in_pieces(check: _FrameCheck, data: bytes, cuts: list[int]) -> bool:
-    """Feed ``data`` cut at ``cuts``, stopping as aiohttp does once refused; refused?"""
+def feed_in_pieces(check: _FrameCheck, data: bytes, cuts: list[int], *, careful: bool) -> bool:
+    """Feed ``data`` cut at ``cuts``, stopping as aiohttp does once refused; refused?
+
+    ``careful``: every read through the general path, never the hot loop (they must agree).
+    """
+    feed = check._feed_carefully if careful else check.feed_data
     for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
-        eof, rest = check.feed_data(data[a:b])
+        eof, rest = feed(data[a:b])
         assert rest == b""
         if eof:
             return True
     return False
 
 
+@pytest.mark.parametrize("careful", [False, True], ids=["hot", "careful"])
 @pytest.mark.parametrize("seed", range(20))
-def test_scanner_passes_every_byte_of_good_frames_however_cut(seed: int) -> None:
+def test_scanner_passes_every_byte_of_good_frames_however_cut(seed: int, careful: bool) -> None:
     data = stream_of_frames()
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(data)), 40 if seed % 2 else 400))
     parser, queue = RecordingParser(), RecordingQueue()
     check = _FrameCheck(parser, queue)
-    assert not feed_in_pieces(check, data, cuts)
+    assert not feed_in_pieces(check, data, cuts, careful=careful)
     assert bytes(parser.fed) == data
     assert queue.exceptions == []
 
@@ -413,9 +421,10 @@ def test_scanner_passes_every_byte_of_good_frames_however_cut(seed: int) -> None
     ],
     ids=["unmasked", "unmasked-16-bit", "rsv1-ping", "after-empty-first-fragment"],
 )
+@pytest.mark.parametrize("careful", [False, True], ids=["hot", "careful"])
 @pytest.mark.parametrize("seed", range(10))
 def test_scanner_stops_exactly_before_the_bad_frame_however_cut(
-    bad: bytes, violation: Violation, seed: int
+    bad: bytes, violation: Violation, seed: int, careful: bool
 ) -> None:
     good = stream_of_frames()
     if violation is Violation.INTERLEAVED:
@@ -427,7 +436,7 @@ def test_scanner_stops_exactly_before_the_bad_frame_however_cut(
         cuts = sorted({*cuts, len(good) + 1})  # the bad header's two bytes in two reads
     parser, queue = RecordingParser(), RecordingQueue()
     check = _FrameCheck(parser, queue)
-    assert feed_in_pieces(check, data, cuts)
+    assert feed_in_pieces(check, data, cuts, careful=careful)
     # At most the bad frame's first header byte reached aiohttp's reader, never
     # a whole header (aiohttp's reader needs two bytes to start a frame).
     assert bytes(parser.fed) in (good, good + bad[:1])
