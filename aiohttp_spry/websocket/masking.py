@@ -1,28 +1,63 @@
 """RFC 6455 §5.1: a server must close the connection on an unmasked client frame.
 
-aiohttp's frame parser accepts unmasked frames, and it offers no public hook
-on the raw bytes, so this module holds the package's only use of an aiohttp
-private attribute: the request handler's ``_payload_parser``, which receives
-every byte of an upgraded connection. ``tests/test_masking.py`` fails loudly if
-aiohttp changes it.
+aiohttp's frame reader accepts unmasked frames and offers no public hook on the
+raw bytes, so this module holds the package's uses of aiohttp private
+attributes, all of them here and checked by ``tests/test_masking.py``:
 
-Only the *first* frame of each connection is checked, and then the check
-removes itself, so it costs nothing per message: a client either masks or it
-does not (browsers and every client library mask), and a peer that masks its
-first frame and not a later one is not detected.
+- ``RequestHandler._payload_parser``: once upgraded, every byte the client
+  sends goes to its ``feed_data()``. A :class:`_FrameCheck` takes its place and
+  passes the bytes on.
+- ``RequestHandler._message_tail``: the bytes that came after the handshake
+  (in the same read, or before the handler got to ``prepare()``). aiohttp feeds
+  them to its reader *inside* ``prepare()``, before any code after it runs, so
+  they are taken out before ``prepare()`` and fed through the check after it.
+- ``RequestHandler._upgraded``: whether aiohttp switched the connection over,
+  i.e. whether there is a tail to take at all.
+- ``WebSocketResponse._reader``: the message queue ``receive()`` reads. A
+  violation is put there as aiohttp's own ``WebSocketError(1002)``, behind the
+  messages of the frames before it, so the session handles those first and
+  then aiohttp closes with 1002 exactly as for the protocol errors it detects
+  itself (and the session logs it).
+
+:class:`_FrameCheck` reads only frame headers and skips payload bytes by
+count, so it costs a few integer operations per frame and nothing per payload
+byte. Besides the MASK bit it enforces two rules aiohttp's reader misses: RSV1
+on a control frame (RFC 7692 §6.1, also with permessage-deflate) and a new data
+frame while a fragmented message is open (RFC 6455 §5.4, which aiohttp misses
+after an empty first fragment).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any, Protocol
+import enum
+from types import TracebackType
+from typing import Any, Final, Protocol
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WebSocketError, WSCloseCode, web
 
-logger = logging.getLogger("aiohttp_spry")
+from ..log import logger
 
-_PARSER_ATTRIBUTE = "_payload_parser"
+#: RequestHandler: the parser every byte of an upgraded connection goes to.
+_PARSER_ATTRIBUTE: Final = "_payload_parser"
+#: RequestHandler: bytes after the handshake, held until ``set_parser()``.
+_TAIL_ATTRIBUTE: Final = "_message_tail"
+#: BaseProtocol: the HTTP parser handed the connection over (there may be a tail).
+_UPGRADED_ATTRIBUTE: Final = "_upgraded"
+#: WebSocketResponse: the queue of parsed messages ``receive()`` reads.
+_QUEUE_ATTRIBUTE: Final = "_reader"
+
+_REFUSED: Final = (True, b"")  # what aiohttp's reader returns on a protocol error
+
+
+class Violation(enum.Enum):
+    """A client frame header the server must fail the connection for (close code 1002)."""
+
+    UNMASKED = "unmasked client frame (RFC 6455 §5.1: a client masks every frame)"
+    COMPRESSED_CONTROL = "RSV1 set on a control frame (RFC 7692 §6.1)"
+    INTERLEAVED = "new data frame while a fragmented message is open (RFC 6455 §5.4)"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class _Parser(Protocol):
@@ -31,80 +66,252 @@ class _Parser(Protocol):
     def feed_eof(self) -> None: ...
 
 
-def require_masked_frames(request: web.BaseRequest, response: web.WebSocketResponse) -> None:
-    """Put a one-shot mask check in front of aiohttp's parser for this connection.
+class _Queue(Protocol):
+    def set_exception(self, exc: BaseException) -> None: ...
 
-    Call right after ``prepare()``. Does nothing if aiohttp's internals are not
-    as expected (the test suite catches that case).
+
+def mask_check_available() -> bool:
+    """Whether this aiohttp has the internals the check needs (checked on the classes)."""
+    slots = {name for cls in web.RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
+    return (
+        {_PARSER_ATTRIBUTE, _TAIL_ATTRIBUTE, _UPGRADED_ATTRIBUTE} <= slots
+        and callable(getattr(web.RequestHandler, "set_parser", None))
+        and hasattr(web.WebSocketResponse, _QUEUE_ATTRIBUTE)
+    )
+
+
+def warn_if_unavailable() -> bool:
+    """Log one WARNING if the check cannot be installed; return whether it can.
+
+    Call once at application startup.
     """
-    protocol = request.protocol
-    parser = getattr(protocol, _PARSER_ATTRIBUTE, None)
-    if parser is None or not hasattr(parser, "feed_data"):
-        return
-    setattr(protocol, _PARSER_ATTRIBUTE, _FirstFrameMaskCheck(protocol, parser, request, response))
+    if mask_check_available():
+        return True
+    logger.warning(
+        "aiohttp %s changed the internals the client frame check relies on "
+        "(RequestHandler.%s/.%s/.%s, WebSocketResponse.%s): WebSocket connections are "
+        "served without enforcing RFC 6455 §5.1 (masked client frames); "
+        "see aiohttp_spry/websocket/masking.py",
+        _aiohttp_version(),
+        _PARSER_ATTRIBUTE,
+        _TAIL_ATTRIBUTE,
+        _UPGRADED_ATTRIBUTE,
+        _QUEUE_ATTRIBUTE,
+    )
+    return False
 
 
-class _FirstFrameMaskCheck:
-    __slots__ = ("_closing", "_head", "_parser", "_protocol", "_request", "_response")
+def require_masked_frames(request: web.BaseRequest, response: web.WebSocketResponse) -> _Handover:
+    """Check every client frame of this connection; wrap ``response.prepare()`` in it::
 
-    def __init__(
-        self,
-        protocol: Any,
-        parser: _Parser,
-        request: web.BaseRequest,
-        response: web.WebSocketResponse,
-    ) -> None:
-        self._protocol = protocol
-        self._request = request
-        self._parser = parser
+        with require_masked_frames(request, response):
+            await response.prepare(request)
+
+    It has to surround ``prepare()``: aiohttp parses the bytes that followed the
+    handshake inside ``prepare()``. From entry to exit the connection is not
+    read (nothing is lost; the kernel buffers it). If ``prepare()`` raises,
+    the connection is left as it was. Where aiohttp's internals are not as
+    expected this does nothing (:func:`warn_if_unavailable` says so at startup).
+    """
+    return _Handover(request, response)
+
+
+class _Handover:
+    """Take the handshake's tail before ``prepare()``; install the check and feed it after."""
+
+    __slots__ = ("_paused", "_protocol", "_response", "_tail")
+
+    def __init__(self, request: web.BaseRequest, response: web.WebSocketResponse) -> None:
+        self._protocol: Any = request.protocol
         self._response = response
+        self._tail = b""
+        self._paused = False
+
+    def __enter__(self) -> None:
+        protocol = self._protocol
+        tail = getattr(protocol, _TAIL_ATTRIBUTE, None)
+        if (
+            getattr(protocol, _PARSER_ATTRIBUTE, True) is not None
+            or type(tail) is not bytes
+            or getattr(protocol, _UPGRADED_ATTRIBUTE, None) is not True
+            or not hasattr(self._response, _QUEUE_ATTRIBUTE)
+        ):
+            return  # internals changed, or no upgrade for prepare() to finish
+        self._tail = tail
+        setattr(protocol, _TAIL_ATTRIBUTE, b"")
+        # Nothing reaches aiohttp's reader unchecked while prepare() runs (its
+        # response-prepare signals and its final drain() may yield).
+        protocol.pause_reading()
+        self._paused = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._paused:
+            return
+        protocol = self._protocol
+        tail, self._tail = self._tail, b""
+        parser: _Parser | None = getattr(protocol, _PARSER_ATTRIBUTE, None)
+        if parser is None:
+            # prepare() refused the handshake: aiohttp reads the tail as HTTP, as without us.
+            setattr(protocol, _TAIL_ATTRIBUTE, tail + getattr(protocol, _TAIL_ATTRIBUTE))
+            protocol.resume_reading()
+            return
+        queue = getattr(self._response, _QUEUE_ATTRIBUTE, None)
+        if exc_type is None and queue is not None:
+            parser = _FrameCheck(parser, queue)
+            setattr(protocol, _PARSER_ATTRIBUTE, parser)
+        # Resumed first so that aiohttp's flow control sees the tail's messages.
+        protocol.resume_reading()
+        if tail and parser.feed_data(tail)[0]:
+            protocol.close()  # as aiohttp does when its reader fails
+
+
+# Fragmentation states (RFC 6455 §5.4), as offsets into _NEXT_STATE.
+_CLOSED: Final = 0  # no fragmented message open
+_OPEN: Final = 256  # a text or binary frame without FIN came, its continuations follow
+_REFUSE: Final = 512  # the frame breaks a rule: fail the connection
+#: What the fast loop adds to its position for a second header byte it cannot
+#: handle (unmasked, or a 16/64-bit length): far past any read, so the loop ends.
+_FAR: Final = 1 << 62
+
+
+def _next_state(state: int, first: int) -> int:
+    """The state after a frame whose first header byte is ``first``.
+
+    Rules aiohttp's reader misses: RSV1 on a control frame (RFC 7692 §6.1,
+    whatever was negotiated) and a text or binary frame while a fragmented
+    message is open (§5.4; aiohttp only sees it when fragments were non-empty).
+    Everything else in the first byte (other RSV bits, unknown opcodes, a
+    continuation with nothing open) aiohttp's reader refuses itself.
+    """
+    opcode = first & 0x0F
+    if state == _REFUSE or (opcode > 7 and first & 0x40):
+        return _REFUSE
+    if opcode in (1, 2):
+        if state == _OPEN:
+            return _REFUSE
+        return _CLOSED if first & 0x80 else _OPEN
+    if opcode == 0 and first & 0x80:
+        return _CLOSED  # the final continuation ends the message
+    return state
+
+
+#: _NEXT_STATE[state + first byte]: the state after that frame (_REFUSE absorbs).
+_NEXT_STATE: Final = tuple(
+    _next_state(state, first) for state in (_CLOSED, _OPEN, _REFUSE) for first in range(256)
+)
+#: _STEP[second byte]: header and payload size of a masked frame with a 7-bit length.
+_STEP: Final = tuple(6 + (b & 0x7F) if b >= 0x80 and b & 0x7F < 126 else _FAR for b in range(256))
+
+
+class _FrameCheck:
+    """Sits in front of aiohttp's WebSocket reader; sees every header, skips payloads.
+
+    State across reads: the payload bytes still to skip, the start of a header
+    cut by a read (at most 9 bytes), and the fragmentation state.
+    """
+
+    __slots__ = ("_head", "_parser", "_queue", "_skip", "_state", "_violation")
+
+    def __init__(self, parser: _Parser, queue: _Queue) -> None:
+        self._parser = parser
+        self._queue = queue
+        self._skip = 0
         self._head = b""
-        self._closing: asyncio.Future[bool] | None = None
+        self._state = _CLOSED
+        self._violation: Violation | None = None
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self._closing is not None:
-            return False, b""  # refused: drop whatever else the peer sends
-        if self._head or len(data) < 2:  # rare: the header came split
-            data = self._head + bytes(data)
-            if len(data) < 2:
-                self._head = data
-                return False, b""
-        if data[1] & 0x80:
-            # Checked once: from now on aiohttp's parser gets the bytes directly.
-            setattr(self._protocol, _PARSER_ATTRIBUTE, self._parser)
+        pos = self._skip
+        end = len(data)
+        if pos >= end:  # inside one payload the whole read long
+            self._skip = pos - end
             return self._parser.feed_data(data)
-        self._refuse()
-        return False, b""
+        if not self._head:
+            # The hot path: masked frames with a 7-bit length, two table
+            # lookups each. Anything else (a violation, a longer length, a
+            # header cut at the end) leaves it for _feed_carefully, which
+            # starts this read again.
+            state = self._state
+            last = end - 1
+            next_state, step = _NEXT_STATE, _STEP  # locals: ~6% of the loop
+            while pos < last:
+                state = next_state[state + data[pos]]
+                pos += step[data[pos + 1]]
+            if state != _REFUSE and end <= pos < _FAR:
+                self._state = state
+                self._skip = pos - end
+                return self._parser.feed_data(data)
+        return self._feed_carefully(data)
 
     def feed_eof(self) -> None:
         self._parser.feed_eof()
 
-    def _refuse(self) -> None:
-        response = self._response
-        logger.warning(
-            "WebSocket client sent an unmasked frame (RFC 6455 §5.1), closing with 1002: "
-            "%s %s peer=%s",
-            self._request.method,
-            self._request.path,
-            self._request.remote,
-        )
-        # Held here (the connection holds this object) until the close is done.
-        self._closing = asyncio.ensure_future(
-            response.close(code=WSCloseCode.PROTOCOL_ERROR, message=b"unmasked frame")
-        )
+    def _feed_carefully(self, data: bytes) -> tuple[bool, bytes]:
+        head = self._head  # the start of a header the previous read cut
+        self._head = b""
+        buffer = head + data if head else data
+        end = len(buffer)
+        pos = self._scan(buffer, self._skip, end)
+        if pos < end:
+            if self._violation is not None:
+                # aiohttp's reader gets the frames before it, never its header.
+                return self._refuse(data[: max(pos - len(head), 0)])
+            self._head = buffer[pos:]  # judged when the rest comes
+            pos = end
+        self._skip = pos - end
+        return self._parser.feed_data(data)
+
+    def _scan(self, data: bytes, pos: int, end: int) -> int:
+        """Walk the frame headers from ``pos``; return where the next header starts.
+
+        Stops before ``end`` at a header that is cut (the caller keeps it) or
+        that breaks a rule (``_violation`` says which).
+        """
+        state = self._state
+        while pos + 1 < end:
+            first = data[pos]
+            second = data[pos + 1]
+            if second < 0x80:
+                self._violation = Violation.UNMASKED
+                break
+            new_state = _NEXT_STATE[state + first]
+            if new_state == _REFUSE:
+                opcode = first & 0x0F
+                self._violation = (
+                    Violation.COMPRESSED_CONTROL if opcode > 7 else Violation.INTERLEAVED
+                )
+                break
+            length = second & 0x7F
+            if length < 126:
+                size = 6 + length  # 2 header bytes, 4 mask bytes, the payload
+            elif length == 126:
+                if end - pos < 4:
+                    break
+                size = 8 + (data[pos + 2] << 8 | data[pos + 3])
+            else:
+                if end - pos < 10:
+                    break
+                size = 14 + int.from_bytes(data[pos + 2 : pos + 10], "big")
+            state = new_state
+            pos += size
+        self._state = state
+        return pos
+
+    def _refuse(self, before: bytes) -> tuple[bool, bytes]:
+        """Pass on the frames before the violation, then fail the connection after them."""
+        if before and self._parser.feed_data(before)[0]:
+            return _REFUSED  # aiohttp's reader failed on an earlier frame: its error stands
+        assert self._violation is not None
+        self._queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, str(self._violation)))
+        return _REFUSED  # aiohttp then stops reading this connection
 
 
-def mask_check_available() -> bool:
-    """Whether this aiohttp lets the mask check see the bytes of a connection."""
-    from aiohttp.web_protocol import RequestHandler
+def _aiohttp_version() -> str:
+    import aiohttp
 
-    return _PARSER_ATTRIBUTE in getattr(RequestHandler, "__slots__", ())
-
-
-def warn_if_unavailable() -> None:
-    """Log one WARNING when the mask check cannot be installed on this aiohttp."""
-    if not mask_check_available():
-        logger.warning(
-            "aiohttp's internals changed: the WebSocket client-masking check (RFC 6455 §5.1) "
-            "is off; unmasked client frames will be accepted"
-        )
+    return aiohttp.__version__

@@ -432,7 +432,9 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
     registry = request.app[SESSIONS_KEY]
     registry.admit(request)
     try:
-        await response.prepare(request)
+        # Around prepare(): aiohttp parses the bytes that came with the handshake in it.
+        with require_masked_frames(request, response):
+            await response.prepare(request)
     except (web.HTTPException, ValueError) as refused:
         # aiohttp's own handshake checks: missing or bad key (a key with
         # non-ASCII characters makes it raise ValueError instead of its 400).
@@ -445,7 +447,6 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
         logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
         return web.Response(status=499, reason="Client Closed Request")
 
-    require_masked_frames(request, response)
     ws = WebSocket(response, event, registry)
     registry.add(ws)
     debug = logger.isEnabledFor(logging.DEBUG)
