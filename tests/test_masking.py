@@ -10,6 +10,7 @@ import os
 import random
 import re
 import struct
+from typing import Any
 
 import pytest
 from aiohttp import WebSocketError, web
@@ -228,6 +229,58 @@ async def test_unmasked_frame_in_the_handshakes_write_closes_with_1002(
         await echo_port(serve), encode_frame(TEXT, b"UNMASKED with the handshake", mask=False)
     )
     await expect_refused(conn)
+    one_warning(caplog, "unmasked client frame")
+
+
+async def test_aiohttp_prepare_runs_without_yielding_when_no_signal_can_wait(
+    aiohttp_client: Any,
+) -> None:
+    # Canary for masking._prepare_may_yield: with no on_response_prepare handlers
+    # and nothing buffered, aiohttp's WebSocketResponse.prepare() never lets the
+    # loop run, so no byte can reach its reader before the check is installed.
+    yielded: list[bool] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        ran: list[bool] = []
+        asyncio.get_running_loop().call_soon(ran.append, True)
+        await ws.prepare(request)
+        yielded.append(bool(ran))
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/raw", handler)
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/raw")
+    await ws.receive()
+    await ws.close()
+    assert yielded == [False]
+
+
+async def test_frames_arriving_while_a_prepare_signal_waits_are_checked(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An on_response_prepare handler that waits lets the client's frames arrive
+    # inside prepare(): the connection is paused meanwhile, so they are checked too.
+    app = web.Application()
+    echo_spry().init_app(app)
+    arrived = asyncio.Event()
+
+    async def slow_signal(request: web.Request, response: web.StreamResponse) -> None:
+        await asyncio.wait_for(arrived.wait(), TIMEOUT)
+        await asyncio.sleep(0.05)  # the frames below are in the kernel by now
+
+    app.on_response_prepare.append(slow_signal)
+    client = await aiohttp_client(app)
+    conn = await RawWebSocket.connect("127.0.0.1", client.port)
+    await conn.send(handshake())
+    await asyncio.sleep(0.05)
+    await conn.send(encode_frame(TEXT, b"good") + encode_frame(TEXT, b"UNMASKED", mask=False))
+    arrived.set()
+    head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    await expect_refused(conn, echoes=[b"good"])
     one_warning(caplog, "unmasked client frame")
 
 

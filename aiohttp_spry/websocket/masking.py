@@ -101,7 +101,7 @@ def warn_if_unavailable() -> bool:
     return False
 
 
-def require_masked_frames(request: web.BaseRequest, response: web.WebSocketResponse) -> _Handover:
+def require_masked_frames(request: web.Request, response: web.WebSocketResponse) -> _Handover:
     """Check every client frame of this connection; wrap ``response.prepare()`` in it::
 
         with require_masked_frames(request, response):
@@ -119,12 +119,14 @@ def require_masked_frames(request: web.BaseRequest, response: web.WebSocketRespo
 class _Handover:
     """Take the handshake's tail before ``prepare()``; install the check and feed it after."""
 
-    __slots__ = ("_paused", "_protocol", "_response", "_tail")
+    __slots__ = ("_active", "_paused", "_protocol", "_request", "_response", "_tail")
 
-    def __init__(self, request: web.BaseRequest, response: web.WebSocketResponse) -> None:
+    def __init__(self, request: web.Request, response: web.WebSocketResponse) -> None:
+        self._request = request
         self._protocol: Any = request.protocol
         self._response = response
         self._tail = b""
+        self._active = False
         self._paused = False
 
     def __enter__(self) -> None:
@@ -139,10 +141,12 @@ class _Handover:
             return  # internals changed, or no upgrade for prepare() to finish
         self._tail = tail
         setattr(protocol, _TAIL_ATTRIBUTE, b"")
-        # Nothing reaches aiohttp's reader unchecked while prepare() runs (its
-        # response-prepare signals and its final drain() may yield).
-        protocol.pause_reading()
-        self._paused = True
+        self._active = True
+        if _prepare_may_yield(self._request):
+            # Then nothing may reach aiohttp's reader unchecked while prepare() runs.
+            # (Pausing costs two epoll calls, so only when needed.)
+            protocol.pause_reading()
+            self._paused = True
 
     def __exit__(
         self,
@@ -150,7 +154,7 @@ class _Handover:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if not self._paused:
+        if not self._active:
             return
         protocol = self._protocol
         tail, self._tail = self._tail, b""
@@ -158,16 +162,34 @@ class _Handover:
         if parser is None:
             # prepare() refused the handshake: aiohttp reads the tail as HTTP, as without us.
             setattr(protocol, _TAIL_ATTRIBUTE, tail + getattr(protocol, _TAIL_ATTRIBUTE))
-            protocol.resume_reading()
+            if self._paused:
+                protocol.resume_reading()
             return
         queue = getattr(self._response, _QUEUE_ATTRIBUTE, None)
         if exc_type is None and queue is not None:
             parser = _FrameCheck(parser, queue)
             setattr(protocol, _PARSER_ATTRIBUTE, parser)
         # Resumed first so that aiohttp's flow control sees the tail's messages.
-        protocol.resume_reading()
+        if self._paused:
+            protocol.resume_reading()
         if tail and parser.feed_data(tail)[0]:
             protocol.close()  # as aiohttp does when its reader fails
+
+
+def _prepare_may_yield(request: web.Request) -> bool:
+    """Whether ``WebSocketResponse.prepare()`` may let the event loop run (and so read).
+
+    It awaits the ``on_response_prepare`` signals of the applications on the
+    route's path, and at its end a drain that waits only while the transport is
+    over its high-water mark: with no signal handlers and nothing buffered (the
+    101 is ~150 bytes), it runs to its end without yielding, and no byte can
+    arrive meanwhile. ``tests/test_masking.py`` checks that on this aiohttp.
+    """
+    transport = request.transport
+    if transport is None or transport.get_write_buffer_size():
+        return True
+    match_info = request.match_info
+    return any(app.on_response_prepare for app in match_info.apps)
 
 
 # Fragmentation states (RFC 6455 §5.4), as offsets into _NEXT_STATE.
