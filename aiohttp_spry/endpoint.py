@@ -3,7 +3,7 @@
 The flow of one request: aiohttp's router → :class:`RouteEndpoint` → an
 :class:`~aiohttp_spry.Event` → the middleware chain → the route handler → its
 return value, turned into a response; an upgrade outcome runs the WebSocket
-session (:func:`~aiohttp_spry.websocket.session.run_session`) instead.
+session (:meth:`~aiohttp_spry.websocket.session.SessionRegistry.run`) instead.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .pipeline import (
 from .responses import internal_error_response, to_response
 from .settings import WebSocketSettings
 from .websocket.handshake import UpgradeResponse
-from .websocket.session import run_session
+from .websocket.session import SessionRegistry
 
 #: A Spry route handler: sync or async, takes the :class:`Event`.
 Handler = Callable[[Event], Any]
@@ -58,8 +58,11 @@ class RouteEndpoint:
     cannot change after that.
     """
 
-    def __init__(self, route: Route, hooks: Hooks, *, debug: bool) -> None:
+    def __init__(
+        self, route: Route, hooks: Hooks, sessions: SessionRegistry, *, debug: bool
+    ) -> None:
         self.route = route
+        self._sessions = sessions
         self._hooks = hooks
         self._debug = debug
         self._handler = route.handler
@@ -83,7 +86,7 @@ class RouteEndpoint:
             else:
                 result = await self._call_handler(event)
             if type(result) is UpgradeResponse:  # exact: cheaper than an ABC check
-                return await run_session(result, event)
+                return await self._sessions.run(result, event)
             response = to_response(result)
         except web.HTTPException:
             raise

@@ -149,11 +149,11 @@ class Spry:
             chosen if isinstance(chosen, Broker) else broker_from_url(chosen),
             self.config.max_queued,
         )
-        for route in self._routes:
-            self._register(app, route)
         app[SPRY_KEY] = self
         app[SESSIONS_KEY] = SessionRegistry(fanout, self.config.max_sessions)
         app[FANOUT_KEY] = fanout
+        for route in self._routes:
+            self._register(app, route)
         app.on_startup.append(_on_startup)
         app.on_startup.append(fanout.start)
         app.on_shutdown.append(self._on_shutdown)
@@ -394,7 +394,7 @@ class Spry:
                 )
 
     def _register(self, app: web.Application, route: Route) -> None:
-        endpoint = RouteEndpoint(route, self._hooks, debug=self.config.debug)
+        endpoint = RouteEndpoint(route, self._hooks, app[SESSIONS_KEY], debug=self.config.debug)
         resource = app.router.add_resource(route.path, name=route.name)
         for method in route.methods:
             resource.add_route(method, endpoint.handle)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from .handshake import EventWebSocket, SessionHandler, UpgradeResponse
 from .messages import BinaryDataReceived, CloseReceived, TextDataReceived, WebSocketMessage
 from .rfc6455 import CloseCode
-from .session import SESSIONS_KEY, SessionRegistry, WebSocket, run_session
+from .session import SESSIONS_KEY, SessionRegistry, WebSocket
 
 __all__ = [
     "SESSIONS_KEY",
@@ -28,5 +28,4 @@ __all__ = [
     "UpgradeResponse",
     "WebSocket",
     "WebSocketMessage",
-    "run_session",
 ]

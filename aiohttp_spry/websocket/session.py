@@ -1,6 +1,6 @@
 """The session side of a WebSocket: ``WebSocket``, running a session, and the registry.
 
-Once a route returns ``event.ws.upgrade(session)``, :func:`run_session`
+Once a route returns ``event.ws.upgrade(session)``, :meth:`SessionRegistry.run`
 finishes the handshake, runs ``session(ws)`` with a :class:`WebSocket` and owns
 the close; :class:`SessionRegistry` knows every open session of an application
 and closes them with 1001 at shutdown. Messages arrive as the value classes of
@@ -284,7 +284,8 @@ class WebSocket:
             raise StopAsyncIteration
         received = CloseReceived(code or NO_STATUS_RECEIVED, reason or "")
         await self._response.close(code=reply_code(code), drain=False)
-        logger.debug("WebSocket peer closed with %s %r: %s", received.code, received.reason, self)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("WebSocket peer closed with %s %r: %s", code, received.reason, self)
         return received
 
     async def _close_for_receive_timeout(self) -> None:
@@ -373,9 +374,6 @@ class SessionRegistry:
                 headers={"Retry-After": "1"},
             )
 
-    def add(self, ws: WebSocket) -> None:
-        self._sessions.add(ws)
-
     def end(self, ws: WebSocket) -> None:
         """Forget a finished session: membership, and every topic it subscribed to."""
         self._sessions.discard(ws)
@@ -408,64 +406,62 @@ class SessionRegistry:
                 task.cancel()
             await asyncio.wait(pending)
 
+    async def run(self, response: UpgradeResponse, event: Event) -> web.StreamResponse:
+        """Finish the handshake and run the session to its end (the route's endpoint calls it).
+
+        Raises:
+            HTTPError: before the handshake completes only (503 while shutting
+                down or at ``max_sessions``, 400 for a handshake aiohttp refuses),
+                so route error handlers can still shape it. Nothing raised by the
+                session escapes.
+            RuntimeError: the upgrade was made for another request.
+        """
+        request = event.request
+        if response.request is not request:
+            raise RuntimeError(
+                f"{describe_request(request)}: the route returned an upgrade made for "
+                "another request; return event.ws.upgrade() of this event"
+            )
+        self.admit(request)
+        try:
+            # Around prepare(): aiohttp parses the bytes that came with the handshake in it.
+            with require_masked_frames(request, response):
+                await response.prepare(request)
+        except (web.HTTPException, ValueError) as refused:
+            # aiohttp's own handshake checks: missing or bad key (a key with
+            # non-ASCII characters makes it raise ValueError instead of its 400).
+            reason = refused.text if isinstance(refused, web.HTTPException) else "Handshake error"
+            log_refusal(str(reason), request, response.offered_protocols)
+            raise HTTPError(400, body=reason) from None
+        except ConnectionResetError:
+            # The client left before the 101 went out: nobody to answer. aiohttp
+            # notices the closed connection and sends nothing for this response.
+            logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
+            return web.Response(status=499, reason="Client Closed Request")
+
+        ws = WebSocket(response, event, self)
+        self._sessions.add(ws)
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            logger.debug("WebSocket session opened: %s", ws)
+        try:
+            await response.session(ws)
+        except asyncio.CancelledError:
+            self.end(ws)
+            raise
+        except Exception as exc:
+            await _fail(ws, exc)
+        else:
+            if not ws.closed:
+                await ws.close()
+        self.end(ws)
+        if debug:
+            logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
+        return response
+
 
 #: The application's live WebSocket sessions.
 SESSIONS_KEY: Final = web.AppKey("aiohttp_spry.sessions", SessionRegistry)
-
-
-async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResponse:
-    """Finish the handshake and run the session to its end.
-
-    Raises:
-        HTTPError: before the handshake completes only (503 while shutting
-            down or at ``max_sessions``, 400 for a handshake aiohttp refuses),
-            so route error handlers can still shape it. Nothing raised by the
-            session escapes.
-        RuntimeError: the upgrade was made for another request.
-    """
-    request = event.request
-    if response.request is not request:
-        raise RuntimeError(
-            f"{describe_request(request)}: the route returned an upgrade made for "
-            "another request; return event.ws.upgrade() of this event"
-        )
-    registry = request.app[SESSIONS_KEY]
-    registry.admit(request)
-    try:
-        # Around prepare(): aiohttp parses the bytes that came with the handshake in it.
-        with require_masked_frames(request, response):
-            await response.prepare(request)
-    except (web.HTTPException, ValueError) as refused:
-        # aiohttp's own handshake checks: missing or bad key (a key with
-        # non-ASCII characters makes it raise ValueError instead of its 400).
-        reason = refused.text if isinstance(refused, web.HTTPException) else "Handshake error"
-        log_refusal(str(reason), request, response.offered_protocols)
-        raise HTTPError(400, body=reason) from None
-    except ConnectionResetError:
-        # The client left before the 101 went out: nobody to answer. aiohttp
-        # notices the closed connection and sends nothing for this response.
-        logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
-        return web.Response(status=499, reason="Client Closed Request")
-
-    ws = WebSocket(response, event, registry)
-    registry.add(ws)
-    debug = logger.isEnabledFor(logging.DEBUG)
-    if debug:
-        logger.debug("WebSocket session opened: %s", ws)
-    try:
-        await response.session(ws)
-    except asyncio.CancelledError:
-        registry.end(ws)
-        raise
-    except Exception as exc:
-        await _fail(ws, exc)
-    else:
-        if not ws.closed:
-            await ws.close()
-    registry.end(ws)
-    if debug:
-        logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
-    return response
 
 
 async def _fail(ws: WebSocket, exc: Exception) -> None:
