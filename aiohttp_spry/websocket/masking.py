@@ -188,8 +188,10 @@ def _prepare_may_yield(request: web.Request) -> bool:
     transport = request.transport
     if transport is None or transport.get_write_buffer_size():
         return True
-    match_info = request.match_info
-    return any(app.on_response_prepare for app in match_info.apps)
+    for app in request.match_info.apps:  # a loop, not any(): no generator per handshake
+        if app.on_response_prepare:
+            return True
+    return False
 
 
 # Fragmentation states (RFC 6455 §5.4), as offsets into _NEXT_STATE.
