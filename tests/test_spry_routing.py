@@ -99,7 +99,10 @@ async def test_head_falls_back_to_get(tmp_path: Path, serve: ClientFactory) -> N
 
 async def test_head_file_wins_over_get(tmp_path: Path, serve: ClientFactory) -> None:
     """Spry case: prefers HEAD over GET for HEAD requests."""
-    head = "from aiohttp import web\n\ndef handler(event):\n    return web.Response(headers={'X-From': 'head'})\n"
+    head = (
+        "from aiohttp import web\n\n"
+        "def handler(event):\n    return web.Response(headers={'X-From': 'head'})\n"
+    )
     for order in ("head-first", "get-first"):
         tree = routes(tmp_path / order, {"about.get.py": says("get"), "about.head.py": head})
         client = await serve(Spry(routes=tree))
@@ -190,7 +193,10 @@ async def test_error_handlers_are_tried_inner_to_outer(
     tree = routes(
         tmp_path,
         {
-            "_error.py": "def on_error(error, event):\n    return {'seen': event.locals.get('seen', []) + ['global']}\n",
+            "_error.py": (
+                "def on_error(error, event):\n"
+                "    return {'seen': event.locals.get('seen', []) + ['global']}\n"
+            ),
             "api/_error.py": passing.format("api"),
             "api/users/_error.py": passing.format("user"),
             "api/users/[id].py": boom,

@@ -1,4 +1,4 @@
-"""Spry's own scanner tests (test/scanner_test.dart and test/fixtures/scanner/), ported case by case.
+"""Spry's scanner tests (test/scanner_test.dart, test/fixtures/scanner/), ported case by case.
 
 Each test's docstring names the Spry case it mirrors. The fixtures are rebuilt
 here as Python trees with the same file names (``.dart`` → ``.py``).
@@ -267,7 +267,8 @@ def test_allows_catch_all_directories_when_index_is_terminal(tmp_path: Path) -> 
 def test_rejects_invalid_signatures_naming_the_file(
     tmp_path: Path, case: str, files: dict[str, str], message: str
 ) -> None:
-    """Spry case: rejects invalid route handler / middleware / error handler / hooks signatures during scan."""
+    """Spry case: rejects invalid route handler / middleware / error handler / hooks
+    signatures during scan."""
     root = tree(tmp_path, files)
     with pytest.raises(RouteConflictError, match=re.escape(message)) as refused:
         Spry().load_project(root)
