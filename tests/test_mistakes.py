@@ -193,8 +193,9 @@ def test_route_endpoint_carries_the_handlers_name_for_tools() -> None:
         """Say hello."""
         return "hi"
 
-    (route,) = app.router.routes()
-    endpoint = route.handler.__self__  # type: ignore[attr-defined]
+    get, head = app.router.routes()
+    endpoint = get.handler.__self__  # type: ignore[attr-defined]
+    assert head.handler.__self__.target is endpoint  # type: ignore[attr-defined]
     assert (endpoint.__name__, endpoint.__doc__, endpoint.__wrapped__) == (
         "hello",
         "Say hello.",
