@@ -27,6 +27,7 @@ from .pipeline import (
     run_chain,
 )
 from .responses import internal_error_response, to_response
+from .scanner import path_shape
 from .settings import WebSocketSettings
 from .websocket.handshake import UpgradeResponse
 from .websocket.session import SessionRegistry
@@ -48,6 +49,14 @@ class Route:
     settings: WebSocketSettings
     middleware: tuple[Middleware, ...] = ()
     on_error: ErrorHandler | None = None
+    #: Where it was declared, for error messages: a route file, or the handler's name.
+    source: str = ""
+
+    @property
+    def request_methods(self) -> frozenset[str]:
+        """The request methods that can reach it: a GET route answers HEAD too."""
+        methods = frozenset(self.methods)
+        return methods | {"HEAD"} if "GET" in methods else methods
 
 
 class RouteEndpoint:
@@ -107,7 +116,7 @@ class RouteEndpoint:
     def _compile(self) -> tuple[Middleware, ...]:
         route = self.route
         chain, self._error_handlers = self._hooks.for_route(
-            route.path, route.middleware, route.on_error
+            route.path, route.request_methods, route.middleware, route.on_error
         )
         self._chain = chain
         return chain
@@ -131,6 +140,62 @@ class RouteEndpoint:
         return f"<RouteEndpoint {'/'.join(self.route.methods)} {self.route.path} {self._handler!r}>"
 
 
+class HeadFallback:
+    """HEAD for a GET route that has no HEAD of its own: Spry's (and Flask's) rule.
+
+    The GET handler runs and aiohttp sends its headers without the body. When a
+    route declaring HEAD (or ``"*"``) for the same path comes later, it takes
+    over (:meth:`retarget`; an any-method route does not, as in Spry, HEAD prefers
+    GET): aiohttp cannot remove the HEAD route already on
+    the resource, so this object forwards to the new endpoint instead.
+    """
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: RouteEndpoint) -> None:
+        self.target = target
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await self.target.handle(request)
+
+    def retarget(self, target: RouteEndpoint) -> None:
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"<HeadFallback to {self.target!r}>"
+
+
+class HeadRoutes:
+    """One application's HEAD routing: which path shapes have a HEAD of their own,
+    and the :class:`HeadFallback` of each GET route answering HEAD for its path."""
+
+    __slots__ = ("_explicit", "_fallbacks")
+
+    def __init__(self) -> None:
+        self._explicit: set[str] = set()
+        self._fallbacks: dict[str, tuple[HeadFallback, web.Resource]] = {}
+
+    def register(self, resource: web.Resource, route: Route, endpoint: RouteEndpoint) -> None:
+        """Add ``route``'s methods to ``resource``, and HEAD for a GET route whose path
+        has no HEAD route (yet: a later one takes over)."""
+        shape = path_shape(route.path)
+        # Only a HEAD route takes over: for HEAD, Spry prefers GET to an any-method route.
+        explicit_head = "HEAD" in route.methods
+        replaced = self._fallbacks.pop(shape, None) if explicit_head else None
+        if replaced is not None:
+            replaced[0].retarget(endpoint)
+        for method in route.methods:
+            if method == "HEAD" and replaced is not None and replaced[1] is resource:
+                continue  # the fallback's route on this resource now forwards here
+            resource.add_route(method, endpoint.handle)
+        if explicit_head:
+            self._explicit.add(shape)
+        elif "GET" in route.methods and shape not in self._explicit:
+            fallback = HeadFallback(endpoint)
+            resource.add_route("HEAD", fallback.handle)
+            self._fallbacks[shape] = (fallback, resource)
+
+
 class NotFoundMiddleware:
     """Offers a 404 under a scope with error handlers to those handlers.
 
@@ -149,7 +214,7 @@ class NotFoundMiddleware:
         missing = request.match_info.http_exception
         if missing is None or missing.status != 404:
             return await handler(request)
-        handlers = self._hooks.error_handlers_for_request(request.path)
+        handlers = self._hooks.error_handlers_for_request(request.method, request.path)
         if not handlers:
             return await handler(request)
         error = NotFoundError(request.method, request.path)

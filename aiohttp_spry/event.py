@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 from yarl import URL
 
+from .event_locals import Locals
+from .params import Params
 from .settings import WebSocketSettings
 from .websocket.handshake import EventWebSocket
 
@@ -30,12 +30,13 @@ class Event:
         settings: the WebSocket settings of the route that matched.
     """
 
-    __slots__ = ("_locals", "_ws", "request", "settings")
+    __slots__ = ("_locals", "_params", "_ws", "request", "settings")
 
     def __init__(self, request: web.Request, settings: WebSocketSettings) -> None:
         self.request = request
         self.settings = settings
-        self._locals: dict[str, Any] | None = None
+        self._locals: Locals | None = None
+        self._params: Params | None = None
         self._ws: EventWebSocket | None = None
 
     @property
@@ -74,9 +75,13 @@ class Event:
         return self.request.headers
 
     @property
-    def params(self) -> web.UrlMappingMatchInfo:
-        """The route's path parameters: ``{"room": "lobby"}`` for ``/rooms/{room}``."""
-        return self.request.match_info
+    def params(self) -> Params:
+        """The route's path parameters: ``{"room": "lobby"}`` for ``/rooms/{room}``, with
+        ``required(name)``, ``int(name)`` and ``decode(name, fn)`` (400 when missing or
+        malformed)."""
+        if self._params is None:
+            self._params = Params(self.request.match_info)
+        return self._params
 
     @property
     def peer(self) -> str | None:
@@ -84,10 +89,11 @@ class Event:
         return self.request.remote
 
     @property
-    def locals(self) -> dict[str, Any]:
-        """A dict for this request only, for handlers and helpers to share values."""
+    def locals(self) -> Locals:
+        """A dict for this request only, for middleware, handlers and helpers to share
+        values, with Spry's ``get(key)`` / ``set(key, value)`` / ``has(key)``."""
         if self._locals is None:
-            self._locals = {}
+            self._locals = Locals()
         return self._locals
 
     @property

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp import hdrs, web
 
-from .endpoint import Handler, NotFoundMiddleware, Route, RouteEndpoint
-from .file_routes import scan
+from .endpoint import Handler, HeadRoutes, NotFoundMiddleware, Route, RouteEndpoint
+from .exceptions import RouteConflictError
+from .file_routes import FileHook, load_middleware_folder, load_routes
+from .hooks import LifecycleHooks, load_hooks
 from .pipeline import (
     ErrorHandler,
     Hooks,
@@ -18,7 +20,9 @@ from .pipeline import (
     Scope,
     check_error_handler,
     check_middleware,
+    request_methods,
 )
+from .public import PublicFile, scan_public
 from .pubsub import FANOUT_KEY, Broker, Fanout, broker_from_url
 from .settings import ExtensionSettings, WebSocketOptions, WebSocketSettings
 from .websocket.masking import warn_if_unavailable
@@ -110,6 +114,8 @@ class Spry:
         self.settings = WebSocketSettings().evolve_from(**websocket)
         self._broker = broker
         self._routes: list[Route] = []
+        self._public: list[PublicFile] = []
+        self._lifecycle: list[LifecycleHooks] = []
         self._apps: weakref.WeakSet[web.Application] = weakref.WeakSet()
         self._hooks = Hooks()
         self._not_found = NotFoundMiddleware(self._hooks, self.settings, debug=debug)
@@ -152,6 +158,9 @@ class Spry:
         app[SPRY_KEY] = self
         app[SESSIONS_KEY] = SessionRegistry(fanout, self.config.max_sessions)
         app[FANOUT_KEY] = fanout
+        app[_HEAD_ROUTES_KEY] = HeadRoutes()
+        for public in self._public:
+            _register_public(app, public)
         for route in self._routes:
             self._register(app, route)
         app.on_startup.append(_on_startup)
@@ -160,6 +169,8 @@ class Spry:
         app.on_cleanup.append(fanout.close)
         if self._hooks.has_error_handlers:
             app.middlewares.append(self._not_found)
+        for lifecycle in self._lifecycle:
+            lifecycle.wire(app)
         self._apps.add(app)
 
     def route(
@@ -178,7 +189,9 @@ class Spry:
         :class:`Event` and returns an aiohttp response, ``dict``/``list``
         (JSON), ``str`` (text), ``bytes``, ``None`` (204), or the result of
         ``event.ws.upgrade()``. Only the listed methods reach it (aiohttp
-        answers others with 405); ``"*"`` means any. All of them share one
+        answers others with 405); ``"*"`` means any. A GET route answers HEAD
+        too (aiohttp sends the headers without the body), unless a route
+        declares HEAD for the same path. All of them share one
         aiohttp resource, which ``name`` names. ``middleware`` and
         ``on_error`` apply to this route alone, innermost (Spry's
         ``defineHandler``). WebSocket keywords override the extension defaults.
@@ -234,22 +247,25 @@ class Spry:
                         raise ValueError(
                             f"route {path!r}: the name {name!r} is already used on {app!r}"
                         )
-            route = Route(path, handler, checked, name, settings, chain, on_error)
-            for app in self._apps:
-                self._register(app, route)
-            self._routes.append(route)
+            self._declare(
+                Route(path, handler, checked, name, settings, chain, on_error, _source(handler))
+            )
             return handler
 
         return decorator
 
-    def use(self, middleware: M, *, path: str | None = None) -> M:
+    def use(
+        self, middleware: M, *, path: str | None = None, methods: Iterable[str] | None = None
+    ) -> M:
         """Add a middleware for every route, or for the routes under ``path``.
 
         ``async def middleware(event, next)`` runs before the route handler; it
         may act after ``response = await next()``, return early without calling
         ``next``, or raise :class:`HTTPError`. Middlewares run outer to inner in
         registration order. They see an upgrade a route returns before its
-        session starts, and never run per WebSocket message.
+        session starts, and never run per WebSocket message. ``methods``
+        (``["GET"]``, which covers HEAD too) limits it to requests of those
+        methods, like Spry's ``_middleware.get.dart``.
 
         Example::
 
@@ -262,20 +278,24 @@ class Spry:
 
         Raises:
             TypeError: ``middleware`` is not an async function.
-            ValueError: ``path`` does not start with ``/``.
+            ValueError: ``path`` does not start with ``/``, or ``methods`` is
+                empty, a ``str`` or holds ``"*"``.
             RuntimeError: an application of this extension has started.
         """
         scope = Scope.of(path)
+        scoped_methods = _scoped_methods(methods)
         check_middleware(middleware)
         self._refuse_if_started(f"middleware {middleware!r}")
-        self._hooks.add_middleware(scope, middleware)
+        self._hooks.add_middleware(scope, middleware, scoped_methods)
         return middleware
 
     def middleware(self, middleware: M) -> M:
         """Decorator form of :meth:`use` for a middleware that applies to every route."""
         return self.use(middleware)
 
-    def on_error(self, handler: E, *, path: str | None = None) -> E:
+    def on_error(
+        self, handler: E, *, path: str | None = None, methods: Iterable[str] | None = None
+    ) -> E:
         """Add an error handler for every route, or for the routes under ``path``.
 
         ``on_error(error, event)`` (sync or async) gets what a handler or
@@ -286,7 +306,8 @@ class Spry:
         unhandled :class:`HTTPError` becomes its response; anything else is
         logged and answered with 500. Unknown paths under ``path`` reach the
         handler as :class:`NotFoundError`. aiohttp's ``web.HTTPException``s
-        and WebSocket session errors never reach error handlers.
+        and WebSocket session errors never reach error handlers. ``methods``
+        limits it to requests of those methods (``_error.get.dart``).
 
         Example::
 
@@ -299,13 +320,15 @@ class Spry:
 
         Raises:
             TypeError: ``handler`` is not callable.
-            ValueError: ``path`` does not start with ``/``.
+            ValueError: ``path`` does not start with ``/``, or ``methods`` is
+                empty, a ``str`` or holds ``"*"``.
             RuntimeError: an application of this extension has started.
         """
         scope = Scope.of(path)
+        scoped_methods = _scoped_methods(methods)
         check_error_handler(handler)
         self._refuse_if_started(f"error handler {handler!r}")
-        self._hooks.add_error_handler(scope, handler)
+        self._hooks.add_error_handler(scope, handler, scoped_methods)
         for app in self._apps:
             if self._not_found not in app.middlewares:
                 app.middlewares.append(self._not_found)
@@ -316,12 +339,14 @@ class Spry:
         return self.on_error(handler)
 
     def load_routes(self, directory: str | Path) -> None:
-        """Declare the routes of a Spry-style ``routes/`` folder (:mod:`~aiohttp_spry.file_routes`).
+        """Declare the routes of a Spry-style ``routes/`` folder (:mod:`~aiohttp_spry.scanner`).
 
         ``index.py`` → ``/``, ``chat.get.py`` → ``GET /chat``, ``users/[id].py``
-        → ``/users/{id}``, ``[...slug].py`` → a catch-all, ``[id([0-9]+)].py`` →
-        a regex parameter; ``_middleware.py`` (``middleware``) and ``_error.py``
-        (``on_error``) apply to their folder and below.
+        → ``/users/{id}``, ``[[id]].py`` → optional, ``[...slug].py`` → a
+        catch-all (at the root: the application's fallback), ``[name].[ext].py``
+        → parameters inside a segment; ``_middleware[.method].py``
+        (``middleware``) and ``_error[.method].py`` (``on_error``) apply to
+        their folder and below.
 
         Raises:
             FileNotFoundError: ``directory`` does not exist.
@@ -330,20 +355,104 @@ class Spry:
             RuntimeError: an application of this extension has started.
         """
         self._refuse_if_started(f"routes folder {str(directory)!r}")
-        found = scan(directory)
-        for hook in found.middleware:
-            for middleware in hook.functions:
-                self.use(middleware, path=hook.scope)
+        found = load_routes(directory)
+        self._use_file_hooks(found.middleware)
         for hook in found.error_handlers:
             for handler in hook.functions:
-                self.on_error(handler, path=hook.scope)
+                self.on_error(handler, path=hook.scope, methods=hook.methods)
         for route in found.routes:
-            self.route(
-                route.path,
-                methods=route.methods,
-                middleware=route.middleware,
-                on_error=route.on_error,
-            )(route.handler)
+            self._declare(
+                Route(
+                    route.path,
+                    route.handler,
+                    route.methods,
+                    None,
+                    self.settings,
+                    route.middleware,
+                    route.on_error,
+                    str(route.file),
+                )
+            )
+
+    def load_middleware(self, directory: str | Path) -> None:
+        """Add a global ``middleware/`` folder: each file's ``middleware`` runs for every
+        route, in file-name order (``01_logger.py``, ``02_auth.get.py``: the method
+        suffix limits a file to that method), outside the routes folder's own.
+
+        Raises:
+            FileNotFoundError: ``directory`` does not exist.
+            RouteConflictError: a file does not define a valid ``middleware``.
+            RuntimeError: an application of this extension has started.
+        """
+        self._refuse_if_started(f"middleware folder {str(directory)!r}")
+        self._use_file_hooks(load_middleware_folder(directory))
+
+    def load_public(self, directory: str | Path) -> None:
+        """Serve a ``public/`` folder's files for GET and HEAD, before routing
+        (:mod:`~aiohttp_spry.public` writes down the rule that keeps a file from
+        shadowing a route).
+
+        Raises:
+            FileNotFoundError: ``directory`` does not exist.
+            RouteConflictError: a file has the path of a parameterless GET route.
+            RuntimeError: an application of this extension has started.
+        """
+        self._refuse_if_started(f"public folder {str(directory)!r}")
+        files = scan_public(directory)
+        for public in files:
+            for route in self._routes:
+                _check_public_route(public, route)
+        for public in files:
+            for app in self._apps:
+                _register_public(app, public)
+            self._public.append(public)
+
+    def load_hooks(self, file: str | Path) -> None:
+        """Use a ``hooks.py``: ``on_start(app)`` and ``on_stop(app)`` on each
+        application's signals, ``on_error(error, event)`` as the outermost error
+        handler (see :mod:`~aiohttp_spry.hooks`).
+
+        Raises:
+            FileNotFoundError: ``file`` does not exist.
+            RouteConflictError: a hook has the wrong signature.
+            RuntimeError: an application of this extension has started.
+        """
+        self._refuse_if_started(f"hooks file {str(file)!r}")
+        hooks = load_hooks(file)
+        if hooks.on_error is not None:
+            # Registered first at the widest scope, so it is tried last.
+            check_error_handler(hooks.on_error)
+            self._hooks.add_error_handler(Scope.of(None), hooks.on_error, first=True)
+            for app in self._apps:
+                if self._not_found not in app.middlewares:
+                    app.middlewares.append(self._not_found)
+        for app in self._apps:
+            hooks.wire(app)
+        self._lifecycle.append(hooks)
+
+    def load_project(self, directory: str | Path) -> None:
+        """Load a Spry project folder: ``hooks.py``, ``middleware/``, ``routes/`` and
+        ``public/``, each when present (``spry serve`` does this).
+
+        Raises:
+            FileNotFoundError: ``directory`` has neither ``routes/`` nor ``public/``.
+            RouteConflictError: a file is refused (the message names it).
+            RuntimeError: an application of this extension has started.
+        """
+        root = Path(directory).resolve()
+        if not (root / "routes").is_dir() and not (root / "public").is_dir():
+            raise FileNotFoundError(
+                f"{str(directory)!r} ({root}) is not a Spry project: it has no routes/ "
+                "and no public/ folder"
+            )
+        if (root / "hooks.py").is_file():
+            self.load_hooks(root / "hooks.py")
+        if (root / "middleware").is_dir():
+            self.load_middleware(root / "middleware")
+        if (root / "routes").is_dir():
+            self.load_routes(root / "routes")
+        if (root / "public").is_dir():
+            self.load_public(root / "public")
 
     async def publish(self, app: web.Application, topic: str, data: Any) -> int:
         """Send ``data`` to every subscriber of ``topic``, in every process.
@@ -393,11 +502,22 @@ class Spry:
                     "middleware and error handlers before running the application"
                 )
 
+    def _declare(self, route: Route) -> None:
+        for public in self._public:
+            _check_public_route(public, route)
+        for app in self._apps:
+            self._register(app, route)
+        self._routes.append(route)
+
+    def _use_file_hooks(self, hooks: tuple[FileHook, ...]) -> None:
+        for hook in hooks:
+            for middleware in hook.functions:
+                self.use(middleware, path=hook.scope, methods=hook.methods)
+
     def _register(self, app: web.Application, route: Route) -> None:
         endpoint = RouteEndpoint(route, self._hooks, app[SESSIONS_KEY], debug=self.config.debug)
         resource = app.router.add_resource(route.path, name=route.name)
-        for method in route.methods:
-            resource.add_route(method, endpoint.handle)
+        app[_HEAD_ROUTES_KEY].register(resource, route, endpoint)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await app[SESSIONS_KEY].close_all(self.config.shutdown_timeout)
@@ -422,9 +542,40 @@ def _check_broker(broker: object) -> None:
         )
 
 
+def _scoped_methods(methods: Iterable[str] | None) -> frozenset[str] | None:
+    if methods is None:
+        return None
+    if isinstance(methods, str):
+        raise ValueError(f"methods= takes a list like [{methods!r}], got the str {methods!r}")
+    return request_methods(methods)
+
+
+def _source(handler: Any) -> str:
+    return getattr(handler, "__qualname__", None) or repr(handler)
+
+
+def _register_public(app: web.Application, public: PublicFile) -> None:
+    resource = app.router.add_resource(public.url_path)
+    resource.add_route("GET", public.handle)
+    resource.add_route("HEAD", public.handle)
+
+
+def _check_public_route(public: PublicFile, route: Route) -> None:
+    """Rule 3 of :mod:`~aiohttp_spry.public`: a file and a parameterless GET route
+    on one path cannot both be served."""
+    if route.path != public.url_path or not {"GET", "HEAD", "*"} & set(route.methods):
+        return
+    raise RouteConflictError(
+        f"{public.file} and {route.source or route.path} both serve GET {route.path}; "
+        "rename the file or move the route"
+    )
+
+
 async def _on_startup(app: web.Application) -> None:
     warn_if_unavailable()
 
 
+#: One application's HEAD routing (which GET routes answer HEAD).
+_HEAD_ROUTES_KEY: Final = web.AppKey("aiohttp_spry.head_routes", HeadRoutes)
 #: The :class:`Spry` an application was initialised with.
 SPRY_KEY: Final = web.AppKey("aiohttp_spry.spry", Spry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -85,18 +85,88 @@ class Scope:
 
 @attrs.frozen
 class Scoped:
-    """A middleware or error handler registered for a scope, in registration order."""
+    """A middleware or error handler registered for a scope (and, if ``methods``
+    is set, for those request methods only), in registration order."""
 
     scope: Scope
     function: Callable[..., Any]
     order: int
+    methods: frozenset[str] | None = None
+
+    def for_methods(
+        self,
+        route_methods: frozenset[str],
+        wrap: Callable[[frozenset[str], Any], Callable[..., Any]],
+    ) -> Callable[..., Any] | None:
+        """The function as a route serving ``route_methods`` runs it: as is when it
+        applies to all of them, ``None`` when to none of them, else ``wrap``-ped to
+        check the request's method."""
+        if self.methods is None:
+            return self.function
+        if "*" not in route_methods:
+            if route_methods <= self.methods:
+                return self.function
+            if not route_methods & self.methods:
+                return None
+        return wrap(self.methods, self.function)
 
 
-def innermost_first(handlers: list[Scoped]) -> list[ErrorHandler]:
+def request_methods(methods: Iterable[str]) -> frozenset[str]:
+    """The request methods a method scope covers: a HEAD is a GET without a body
+    (RFC 9110 §9.3.2), so GET covers HEAD too.
+
+    Raises:
+        ValueError: an empty list or ``"*"`` (write ``None`` for every method).
+    """
+    checked = frozenset(str(method).upper() for method in methods)
+    if not checked or "*" in checked:
+        raise ValueError(
+            f"methods= takes HTTP methods like ['GET'] (or None for every method), got {methods!r}"
+        )
+    return checked | {"HEAD"} if "GET" in checked else checked
+
+
+class MethodMiddleware:
+    """A middleware that runs for some request methods only (``_middleware.get.py``)."""
+
+    __slots__ = ("function", "methods")
+
+    def __init__(self, methods: frozenset[str], function: Middleware) -> None:
+        self.methods = methods
+        self.function = function
+
+    async def __call__(self, event: Event, next: Next) -> Any:
+        if event.method in self.methods:
+            return await self.function(event, next)
+        return await next()
+
+    def __repr__(self) -> str:
+        return f"<{'/'.join(sorted(self.methods))} only: {self.function!r}>"
+
+
+class MethodErrorHandler:
+    """An error handler for some request methods only (``_error.get.py``); for the
+    others it passes the error outward."""
+
+    __slots__ = ("function", "methods")
+
+    def __init__(self, methods: frozenset[str], function: ErrorHandler) -> None:
+        self.methods = methods
+        self.function = function
+
+    def __call__(self, error: Exception, event: Event) -> Any:
+        if event.method in self.methods:
+            return self.function(error, event)
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{'/'.join(sorted(self.methods))} only: {self.function!r}>"
+
+
+def innermost_first(handlers: list[Scoped]) -> list[Scoped]:
     """Error handlers in the order they are tried: deeper scopes first, then the
     later registration first within one scope."""
-    ordered = sorted(handlers, key=lambda s: (-s.scope.depth, -s.order))
-    return [s.function for s in ordered]
+    return sorted(handlers, key=lambda s: (-s.scope.depth, -s.order))
 
 
 async def run_chain(
@@ -178,35 +248,75 @@ class Hooks:
     middleware asks it for the error handlers covering a request path.
     """
 
-    __slots__ = ("_error_handlers", "_middleware", "_order")
+    __slots__ = ("_error_handlers", "_first", "_middleware", "_order")
 
     def __init__(self) -> None:
         self._middleware: list[Scoped] = []
         self._error_handlers: list[Scoped] = []
         self._order = 0
+        self._first = 0
 
     @property
     def has_error_handlers(self) -> bool:
         return bool(self._error_handlers)
 
-    def add_middleware(self, scope: Scope, middleware: Middleware) -> None:
+    def add_middleware(
+        self, scope: Scope, middleware: Middleware, methods: frozenset[str] | None = None
+    ) -> None:
         self._order += 1
-        self._middleware.append(Scoped(scope, middleware, self._order))
+        self._middleware.append(Scoped(scope, middleware, self._order, methods))
 
-    def add_error_handler(self, scope: Scope, handler: ErrorHandler) -> None:
-        self._order += 1
-        self._error_handlers.append(Scoped(scope, handler, self._order))
+    def add_error_handler(
+        self,
+        scope: Scope,
+        handler: ErrorHandler,
+        methods: frozenset[str] | None = None,
+        *,
+        first: bool = False,
+    ) -> None:
+        """Add an error handler; ``first=True`` orders it before every other one of its
+        scope, so it is tried after them (``hooks.py``'s ``on_error``)."""
+        if first:
+            self._first -= 1
+            order = self._first
+        else:
+            self._order += 1
+            order = self._order
+        self._error_handlers.append(Scoped(scope, handler, order, methods))
 
     def for_route(
-        self, path: str, own_middleware: tuple[Middleware, ...], own_on_error: ErrorHandler | None
+        self,
+        path: str,
+        methods: frozenset[str],
+        own_middleware: tuple[Middleware, ...],
+        own_on_error: ErrorHandler | None,
     ) -> tuple[tuple[Middleware, ...], tuple[ErrorHandler, ...]]:
-        """The middleware chain (outer first) and error handlers (innermost first) of a route."""
-        chain = [s.function for s in self._middleware if s.scope.covers_route(path)]
-        handlers = innermost_first([s for s in self._error_handlers if s.scope.covers_route(path)])
+        """The middleware chain (outer first) and error handlers (innermost first) of a
+        route serving ``methods`` (``"*"``: any); method-scoped ones that cannot apply
+        are left out, and ones that apply to some of its methods check the method."""
+        chain = [
+            function
+            for s in self._middleware
+            if s.scope.covers_route(path)
+            and (function := s.for_methods(methods, MethodMiddleware)) is not None
+        ]
+        handlers = [
+            function
+            for s in innermost_first(
+                [s for s in self._error_handlers if s.scope.covers_route(path)]
+            )
+            if (function := s.for_methods(methods, MethodErrorHandler)) is not None
+        ]
         if own_on_error is not None:
             handlers.insert(0, own_on_error)
         return (*chain, *own_middleware), tuple(handlers)
 
-    def error_handlers_for_request(self, path: str) -> list[ErrorHandler]:
-        """The error handlers whose scope covers a concrete request path, innermost first."""
-        return innermost_first([s for s in self._error_handlers if s.scope.covers_request(path)])
+    def error_handlers_for_request(self, method: str, path: str) -> list[ErrorHandler]:
+        """The error handlers whose scope covers a concrete request, innermost first."""
+        return [
+            s.function
+            for s in innermost_first(
+                [s for s in self._error_handlers if s.scope.covers_request(path)]
+            )
+            if s.methods is None or method in s.methods
+        ]

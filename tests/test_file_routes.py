@@ -139,7 +139,10 @@ async def test_route_file_may_define_its_own_middleware_and_on_error(
 @pytest.mark.parametrize(
     ("files", "names"),
     [
-        ({"chat.py": ECHO_PATH, "chat.get.py": ECHO_PATH}, ["chat.py", "chat.get.py"]),
+        (
+            {"chat.get.py": ECHO_PATH, "chat/index.get.py": ECHO_PATH},
+            ["chat.get.py", "index.get.py"],
+        ),
         ({"foo.py": ECHO_PATH, "foo/index.py": ECHO_PATH}, ["foo.py", "foo/index.py"]),
         ({"a/[...x].py": ECHO_PATH, "a/[...y].py": ECHO_PATH}, ["[...x].py", "[...y].py"]),
         ({"u/[id].py": ECHO_PATH, "u/[uid]/posts.py": ECHO_PATH}, ["[id].py", "[uid]"]),
@@ -170,7 +173,9 @@ def test_distinct_methods_on_one_path_are_fine(tmp_path: Path) -> None:
         ({"_error.py": "on_error = 3\n"}, "'on_error' must be callable"),
         ({"[bad name].py": ECHO_PATH}, "not a valid segment"),
         ({"[id(()].py": ECHO_PATH}, "invalid regex"),
-        ({"[...rest]/x.py": ECHO_PATH}, "must be a file"),
+        ({"[...rest]/x.py": ECHO_PATH}, "must be the last segment"),
+        ({"[[id]]/x.py": ECHO_PATH}, "must be the last segment"),
+        ({"[a][b].py": ECHO_PATH}, "two parameters side by side"),
     ],
 )
 def test_malformed_files_are_refused_with_the_file_named(
@@ -182,10 +187,11 @@ def test_malformed_files_are_refused_with_the_file_named(
     assert str(routes) in str(refused.value)
 
 
-def test_sync_folder_middleware_is_refused(tmp_path: Path) -> None:
+def test_sync_folder_middleware_is_refused_naming_the_file(tmp_path: Path) -> None:
     routes = make_tree(tmp_path, {"_middleware.py": "def middleware(event, next):\n    pass\n"})
-    with pytest.raises(TypeError, match="must be an async function"):
+    with pytest.raises(RouteConflictError, match="must be an async function") as refused:
         Spry(routes=routes)
+    assert str(routes / "_middleware.py") in str(refused.value)
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ async def test_route_with_several_methods_is_one_named_resource(
 
     assert len(app.router.resources()) == 1
     resource = app.router["room"]
-    assert sorted(route.method for route in resource) == ["GET", "POST"]
+    assert sorted(route.method for route in resource) == ["GET", "HEAD", "POST"]  # GET answers HEAD
     assert str(resource.url_for(room="lobby")) == "/rooms/lobby"
     client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
     assert await (await client.post("/rooms/a")).json() == {"method": "POST"}
@@ -193,8 +193,9 @@ def test_route_endpoint_carries_the_handlers_name_for_tools() -> None:
         """Say hello."""
         return "hi"
 
-    (route,) = app.router.routes()
-    endpoint = route.handler.__self__  # type: ignore[attr-defined]
+    get, head = app.router.routes()
+    endpoint = get.handler.__self__  # type: ignore[attr-defined]
+    assert head.handler.__self__.target is endpoint  # type: ignore[attr-defined]
     assert (endpoint.__name__, endpoint.__doc__, endpoint.__wrapped__) == (
         "hello",
         "Say hello.",

@@ -398,5 +398,8 @@ async def test_registering_after_the_app_started_raises_and_records_nothing(
     # Nothing was recorded: a new application gets none of the refused ones.
     fresh = web.Application()
     spry.init_app(fresh)
-    assert [r.resource.canonical for r in fresh.router.routes() if r.resource] == ["/"]
+    assert [(r.method, r.resource.canonical) for r in fresh.router.routes() if r.resource] == [
+        ("GET", "/"),
+        ("HEAD", "/"),
+    ]
     assert fresh.middlewares == []

@@ -202,19 +202,21 @@ async def test_only_listed_methods_reach_the_handler(serve: ClientFactory) -> No
     assert await (await client.get("/items")).text() == "GET"
     resp = await client.put("/items")
     assert resp.status == 405
-    assert set(resp.headers["Allow"].split(",")) == {"GET", "POST"}
+    assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}  # GET answers HEAD
 
 
-async def test_get_route_answers_head_with_405_allow_get(serve: ClientFactory) -> None:
+async def test_get_route_answers_head_without_a_body(serve: ClientFactory) -> None:
     spry = Spry()
 
     @spry.route("/chat")
     async def chat(event: Event) -> str:
-        return "hi"
+        return event.method
 
     client = await serve(spry)
     resp = await client.head("/chat")
-    assert (resp.status, resp.headers["Allow"]) == (405, "GET")
+    assert (resp.status, resp.headers["Content-Length"], await resp.read()) == (200, "4", b"")
+    resp = await client.post("/chat")
+    assert (resp.status, set(resp.headers["Allow"].split(","))) == (405, {"GET", "HEAD"})
 
 
 def test_unknown_method_is_refused_at_declaration() -> None:

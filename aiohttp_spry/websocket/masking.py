@@ -188,7 +188,7 @@ def _prepare_may_yield(request: web.Request) -> bool:
     transport = request.transport
     if transport is None or transport.get_write_buffer_size():
         return True
-    for app in request.match_info.apps:  # a loop, not any(): no generator per handshake
+    for app in request.match_info.apps:  # noqa: SIM110 - a loop: no generator per handshake
         if app.on_response_prepare:
             return True
     return False
