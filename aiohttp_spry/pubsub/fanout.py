@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..log import pubsub_logger as logger
 from .broker import Broker
@@ -33,7 +33,6 @@ _TEXT: Final = int(WSMsgType.TEXT)
 _BINARY: Final = int(WSMsgType.BINARY)
 _PACK_16: Final = struct.Struct("!BBH").pack
 _PACK_64: Final = struct.Struct("!BBQ").pack
-_SLOW_CLOSE: Final = 1008  # RFC 6455 policy violation: "subscriber too slow"
 
 
 def encode_frame(payload: bytes, binary: bool) -> bytes:
@@ -328,7 +327,7 @@ async def _close_slow_subscriber(ws: WebSocket) -> None:
     # The peer is not reading: close() waits at most send_timeout for the close
     # frame to go out, then aborts the connection (and logs it).
     with contextlib.suppress(ConnectionResetError):  # includes PeerNotReadingError
-        await ws.close(_SLOW_CLOSE, "subscriber too slow")
+        await ws.close(WSCloseCode.POLICY_VIOLATION, "subscriber too slow")
 
 
 #: Each application's fan-out (its topics and broker).
