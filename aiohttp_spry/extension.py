@@ -20,6 +20,7 @@ from .pipeline import (
     check_middleware,
 )
 from .pubsub import FANOUT_KEY, Broker, Fanout, broker_from_url
+from .server_log import quiet_bad_requests
 from .settings import ExtensionSettings, WebSocketOptions, WebSocketSettings
 from .websocket.masking import warn_if_unavailable
 from .websocket.session import SESSIONS_KEY, SessionRegistry, WebSocket
@@ -424,6 +425,7 @@ def _check_broker(broker: object) -> None:
 
 async def _on_startup(app: web.Application) -> None:
     warn_if_unavailable()
+    quiet_bad_requests()  # aiohttp's parser refusals: one WARNING line each, rate-limited
 
 
 #: The :class:`Spry` an application was initialised with.

@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 from ..exceptions import HTTPError, PeerNotReadingError
 from ..log import describe_request, logger
 from ..pubsub.fanout import FANOUT_KEY, Fanout
+from .counters import SessionCounters
 from .handshake import UpgradeResponse, log_refusal
 from .masking import require_masked_frames
 from .messages import BinaryDataReceived, CloseReceived, TextDataReceived, WebSocketMessage
@@ -318,6 +319,43 @@ class WebSocket:
     __repr__ = __str__
 
 
+class MeteredWebSocket(WebSocket):
+    """A :class:`WebSocket` that counts its messages: the one sessions get with metrics on.
+
+    A subclass rather than a flag, so that without metrics no message pays
+    even a test: the registry picks the class once per session.
+    """
+
+    __slots__ = ("_counters",)
+
+    def __init__(
+        self,
+        response: UpgradeResponse,
+        event: Event,
+        registry: SessionRegistry,
+        counters: SessionCounters,
+    ) -> None:
+        super().__init__(response, event, registry)
+        self._counters = counters
+
+    def send_text(self, text: str) -> Awaitable[None]:
+        self._counters.sent_text += 1
+        return WebSocket.send_text(self, text)
+
+    def send_bytes(self, data: bytes) -> Awaitable[None]:
+        self._counters.sent_binary += 1
+        return WebSocket.send_bytes(self, data)
+
+    async def __anext__(self) -> WebSocketMessage:
+        message = await WebSocket.__anext__(self)
+        kind = type(message)
+        if kind is TextDataReceived:
+            self._counters.received_text += 1
+        elif kind is BinaryDataReceived:
+            self._counters.received_binary += 1
+        return message
+
+
 class SessionRegistry:
     """The open WebSocket sessions of one application: admission, membership, shutdown.
 
@@ -325,12 +363,13 @@ class SessionRegistry:
         max_sessions: the most sessions open at once (``None``: no cap).
     """
 
-    __slots__ = ("_closing", "_fanout", "_sessions", "max_sessions")
+    __slots__ = ("_closing", "_counters", "_fanout", "_sessions", "max_sessions")
 
     def __init__(self, fanout: Fanout, max_sessions: int | None = None) -> None:
         self._sessions: set[WebSocket] = set()
         self._closing = False
         self._fanout = fanout
+        self._counters: SessionCounters | None = None
         self.max_sessions = max_sessions
 
     def __contains__(self, ws: object) -> bool:
@@ -343,6 +382,26 @@ class SessionRegistry:
     def sessions(self) -> tuple[WebSocket, ...]:
         """The open sessions, as a snapshot."""
         return tuple(self._sessions)
+
+    @property
+    def counters(self) -> SessionCounters | None:
+        """The counters metrics read, or ``None`` while metrics are off."""
+        return self._counters
+
+    def count_into(self, counters: SessionCounters) -> None:
+        """Count handshakes, closes and messages of the sessions opened from now on."""
+        self._counters = counters
+
+    def open(self, response: UpgradeResponse, event: Event) -> WebSocket:
+        """The session object for an accepted handshake, registered as open."""
+        counters = self._counters
+        if counters is None:
+            ws = WebSocket(response, event, self)
+        else:
+            counters.accepted += 1
+            ws = MeteredWebSocket(response, event, self, counters)
+        self._sessions.add(ws)
+        return ws
 
     @property
     def closing(self) -> bool:
@@ -373,13 +432,17 @@ class SessionRegistry:
                 headers={"Retry-After": "1"},
             )
 
-    def add(self, ws: WebSocket) -> None:
-        self._sessions.add(ws)
-
     def end(self, ws: WebSocket) -> None:
         """Forget a finished session: membership, and every topic it subscribed to."""
         self._sessions.discard(ws)
         self._fanout.drop(ws)
+        if self._counters is not None:
+            self._counters.close(ws.close_code)
+
+    def refuse(self, status: int) -> None:
+        """Count a handshake refused after the route returned (503, aiohttp's 400)."""
+        if self._counters is not None:
+            self._counters.refuse(status)
 
     async def close_all(self, timeout: float) -> None:
         """Refuse new sessions and close every open one with 1001, waiting at most ``timeout``.
@@ -430,7 +493,11 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
             "another request; return event.ws.upgrade() of this event"
         )
     registry = request.app[SESSIONS_KEY]
-    registry.admit(request)
+    try:
+        registry.admit(request)
+    except HTTPError as refusal:
+        registry.refuse(refusal.status)
+        raise
     try:
         await response.prepare(request)
     except (web.HTTPException, ValueError) as refused:
@@ -438,6 +505,7 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
         # non-ASCII characters makes it raise ValueError instead of its 400).
         reason = refused.text if isinstance(refused, web.HTTPException) else "Handshake error"
         log_refusal(str(reason), request, response.offered_protocols)
+        registry.refuse(400)
         raise HTTPError(400, body=reason) from None
     except ConnectionResetError:
         # The client left before the 101 went out: nobody to answer. aiohttp
@@ -446,8 +514,7 @@ async def run_session(response: UpgradeResponse, event: Event) -> web.StreamResp
         return web.Response(status=499, reason="Client Closed Request")
 
     require_masked_frames(request, response)
-    ws = WebSocket(response, event, registry)
-    registry.add(ws)
+    ws = registry.open(response, event)
     debug = logger.isEnabledFor(logging.DEBUG)
     if debug:
         logger.debug("WebSocket session opened: %s", ws)
