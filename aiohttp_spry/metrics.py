@@ -173,8 +173,15 @@ class SpryMetrics:
         """cleanup_ctx: sync every ``sync_interval`` s while the application runs."""
 
         async def loop() -> None:
+            failing = False
             while True:
-                self.sync()
+                try:
+                    self.sync()
+                    failing = False
+                except Exception:
+                    if not failing:  # once per failure streak, not once per interval
+                        logger.exception("Metrics sync to %s failed", os.environ[MULTIPROC_ENV])
+                    failing = True
                 await asyncio.sleep(self.sync_interval)
 
         task = asyncio.ensure_future(loop())
@@ -230,12 +237,14 @@ class _SharedFiles:
                 labels = tuple(sample.labels)
                 values = tuple(sample.labels[name] for name in labels)
                 if family.type == "gauge":
-                    self._gauge(family, labels).labels(*values).set(sample.value)
+                    gauge = self._gauge(family, labels)
+                    (gauge.labels(*values) if values else gauge).set(sample.value)
                     continue
                 key = (family.name, values)
                 delta = sample.value - self._written.get(key, 0.0)
                 if delta > 0:
-                    self._counter(family, labels).labels(*values).inc(delta)
+                    counter = self._counter(family, labels)
+                    (counter.labels(*values) if values else counter).inc(delta)
                     self._written[key] = sample.value
 
     def _counter(self, family: Metric, labels: tuple[str, ...]) -> Counter:

@@ -1,6 +1,7 @@
 """gunicorn settings for an aiohttp_spry application (README "Deploying").
 
-    gunicorn -c deploy/gunicorn.conf.py example_app.main:create_app --bind 127.0.0.1:4000 --workers 2
+    gunicorn -c deploy/gunicorn.conf.py example_app.main:create_app \
+        --bind 127.0.0.1:4000 --workers 2
 
 Command-line options override these. For uvloop:
 ``--worker-class aiohttp.GunicornUVLoopWebWorker`` (``pip install 'aiohttp_spry[uvloop]'``).

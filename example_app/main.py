@@ -58,6 +58,7 @@ METRICS_PATH = "/metrics"
 
 log = logging.getLogger("example_app")
 
+
 def _heartbeat_from_env() -> float | None:
     text = os.environ.get("SPRY_HEARTBEAT", "")
     return float(text) if text else None

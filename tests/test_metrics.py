@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiohttp_spry import Event, Spry, TextDataReceived, WebSocket
+from aiohttp_spry import BinaryDataReceived, Event, Spry, TextDataReceived, WebSocket
 from aiohttp_spry.metrics import METRICS_KEY, enable_metrics, metrics_handler
 from aiohttp_spry.pubsub import FANOUT_KEY
 from aiohttp_spry.websocket import SESSIONS_KEY
@@ -47,7 +47,7 @@ def metered_app(spry: Spry, *, metrics: bool = True) -> web.Application:
             async for message in ws.events:
                 if isinstance(message, TextDataReceived):
                     await ws.send_text(message.text)
-                else:
+                elif isinstance(message, BinaryDataReceived):
                     await ws.send_bytes(message.data)
 
         return event.ws.upgrade(session)
@@ -104,7 +104,8 @@ async def test_metrics_count_handshakes_messages_and_closes(
     await eventually(lambda: not Spry.sessions(client.app), TIMEOUT, what="session ended")
     # Refused: a foreign origin (403) and a bad version (400).
     raw = await RawWebSocket.connect("127.0.0.1", client.port)
-    assert (await raw.request("/echo", headers={"Host": own, "Origin": "http://evil"})).status == 403
+    foreign = {"Host": own, "Origin": "http://evil"}
+    assert (await raw.request("/echo", headers=foreign)).status == 403
     await raw.aclose()
     raw = await RawWebSocket.connect("127.0.0.1", client.port)
     bad_version = {"Host": own, "Sec-WebSocket-Version": "8"}
@@ -184,9 +185,9 @@ def test_enable_metrics_needs_spry_first_and_once() -> None:
     enable_metrics(app, registry=CollectorRegistry())
     with pytest.raises(RuntimeError, match="call enable_metrics\\(app\\) once"):
         enable_metrics(app, registry=CollectorRegistry())
+    other = web.Application()
+    Spry(other)
     with pytest.raises(ValueError, match="sync_interval must be a positive number"):
-        other = web.Application()
-        Spry(other)
         enable_metrics(other, registry=CollectorRegistry(), sync_interval=0)
 
 

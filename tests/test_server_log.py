@@ -71,6 +71,11 @@ async def app_client(aiohttp_client: AiohttpClient) -> Client:
     return await aiohttp_client(app)
 
 
+def port(client: Client) -> int:
+    assert client.port is not None
+    return client.port
+
+
 async def send_raw(port: int, data: bytes) -> bytes:
     """Send ``data``, return the status line the server answered with."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -104,7 +109,7 @@ async def test_a_request_the_parser_refuses_gets_400_and_one_warning_line(
     request_bytes: bytes,
 ) -> None:
     client = await app_client(aiohttp_client)
-    status_line = await send_raw(client.port, request_bytes)
+    status_line = await send_raw(port(client), request_bytes)
     assert status_line.startswith(b"HTTP/1.") and b" 400 " in status_line, status_line
     [record] = server_records(caplog)
     assert record.levelno == logging.WARNING
@@ -123,10 +128,10 @@ async def test_past_the_burst_lines_are_suppressed_then_counted(
 ) -> None:
     client = await app_client(aiohttp_client)
     for _ in range(7):
-        assert b" 400 " in await send_raw(client.port, HOSTILE["a 64 KiB header"])
+        assert b" 400 " in await send_raw(port(client), HOSTILE["a 64 KiB header"])
     assert len(server_records(caplog)) == 3  # the burst; 4 more were counted, not logged
     clock.now += 61  # a new window
-    assert b" 400 " in await send_raw(client.port, HOSTILE["500 headers"])
+    assert b" 400 " in await send_raw(port(client), HOSTILE["500 headers"])
     records = server_records(caplog)
     assert len(records) == 4
     assert records[-1].getMessage().endswith("; 4 more suppressed (at most 3 per 60s)")

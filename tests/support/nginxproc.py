@@ -28,7 +28,8 @@ START_TIMEOUT = 10.0
 
 def nginx_path() -> str | None:
     """The ``nginx`` executable, or ``None`` (Debian installs it in /usr/sbin)."""
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    debian = Path("/usr/sbin/nginx")
+    return shutil.which("nginx") or (str(debian) if debian.exists() else None)
 
 
 def render_template(text: str, values: Mapping[str, str]) -> str:
