@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -233,3 +234,17 @@ async def test_the_collector_leaves_the_registry_at_cleanup(
     assert registry.get_sample_value("aiohttp_spry_sessions") is None
     assert app[FANOUT_KEY] is not None
     assert any(r.getMessage() == "Metrics enabled" for r in caplog.records)
+
+
+def test_the_metered_receive_is_the_plain_one_plus_the_counts() -> None:
+    # MeteredWebSocket.__anext__ copies WebSocket.__anext__ to count without an extra
+    # coroutine per message; this fails if one changes without the other.
+    def body(method: object) -> list[str]:
+        lines = inspect.getsource(method).splitlines()  # type: ignore[arg-type]
+        return [
+            line.strip()
+            for line in lines[1:]
+            if line.strip() and not line.strip().startswith("#") and "_counters" not in line
+        ]
+
+    assert body(MeteredWebSocket.__anext__) == body(WebSocket.__anext__)
