@@ -126,8 +126,13 @@ async def _deployable_app(keepalive_timeout: float | None) -> web.Application:
     app = web.Application(handler_args={"keepalive_timeout": timeout})
     trusted = os.environ.get(TRUSTED_PROXIES_ENV, "").strip()
     if trusted:
-        from aiohttp_remotes import XForwardedStrict
-        from aiohttp_remotes import setup as setup_remotes
+        try:
+            from aiohttp_remotes import XForwardedStrict
+            from aiohttp_remotes import setup as setup_remotes
+        except ImportError:
+            raise RuntimeError(
+                f"{TRUSTED_PROXIES_ENV} needs aiohttp-remotes: pip install 'aiohttp_spry[proxy]'"
+            ) from None
 
         proxies = [part.strip() for part in trusted.split(",") if part.strip()]
         # One hop: nginx in front. Its middleware goes first, so every route,
