@@ -210,9 +210,7 @@ class Production(harness.Harness):
         }
 
 
-def summarise(
-    samples: list[dict[str, Any]], chosen: dict[str, Comparison]
-) -> list[dict[str, Any]]:
+def summarise(samples: list[dict[str, Any]], chosen: dict[str, Comparison]) -> list[dict[str, Any]]:
     rows = []
     for name, comp in chosen.items():
         for figure in comp.figures:
