@@ -115,10 +115,12 @@ class SpryMetrics:
         self._shared: _SharedFiles | None = None
 
     def add_source(self, source: Source) -> None:
-        """Add figures read at scrape time by another module (single-process mode).
+        """Add figures read at scrape time by another module.
 
         The hook for the figures of later capabilities (history recoveries,
-        presence): ``source()`` returns prometheus_client metric families.
+        presence): ``source()`` returns prometheus_client metric families
+        (counters and gauges), read like the built-in ones, and copied to the
+        shared files in multiprocess mode.
         """
         self._sources.append(source)
 
