@@ -24,6 +24,7 @@ from .pipeline import (
 )
 from .public import PublicFile, scan_public
 from .pubsub import FANOUT_KEY, Broker, Fanout, broker_from_url
+from .server_log import quiet_bad_requests
 from .settings import ExtensionSettings, WebSocketOptions, WebSocketSettings
 from .websocket.masking import warn_if_unavailable
 from .websocket.session import SESSIONS_KEY, SessionRegistry, WebSocket
@@ -573,6 +574,7 @@ def _check_public_route(public: PublicFile, route: Route) -> None:
 
 async def _on_startup(app: web.Application) -> None:
     warn_if_unavailable()
+    quiet_bad_requests()  # aiohttp's parser refusals: one WARNING line each, rate-limited
 
 
 #: One application's HEAD routing (which GET routes answer HEAD).

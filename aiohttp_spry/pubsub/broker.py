@@ -59,3 +59,8 @@ class Broker(abc.ABC):
     def connected(self) -> bool:
         """Whether messages currently reach other processes."""
         return True
+
+    @property
+    def outages(self) -> int:
+        """How many times the broker lost its connection since it started (metrics)."""
+        return 0

@@ -119,6 +119,24 @@ class Subscription:
             self.drain = None
 
 
+class FanoutCounters:
+    """What the fan-out counts for metrics (plain ints; only with metrics enabled).
+
+    Attributes:
+        published: messages published by this process (``spry.publish``, ``ws.publish``).
+        delivered: local deliveries, written or queued, of messages published here
+            or received from the broker.
+        slow_closes: subscribers closed with 1008 for falling ``max_queued`` behind.
+    """
+
+    __slots__ = ("delivered", "published", "slow_closes")
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.delivered = 0
+        self.slow_closes = 0
+
+
 class Fanout:
     """The topics of one application's sessions, and delivery to them.
 
@@ -128,7 +146,7 @@ class Fanout:
             waiting; one more closes it with 1008.
     """
 
-    __slots__ = ("_by_session", "_tasks", "_topics", "broker", "max_queued")
+    __slots__ = ("_by_session", "_counters", "_tasks", "_topics", "broker", "max_queued")
 
     def __init__(self, broker: Broker, max_queued: int) -> None:
         self.broker = broker
@@ -136,6 +154,11 @@ class Fanout:
         self._topics: dict[str, set[Subscription]] = {}
         self._by_session: dict[WebSocket, Subscription] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counters: FanoutCounters | None = None
+
+    def count_into(self, counters: FanoutCounters) -> None:
+        """Count publications, deliveries and slow closes from now on (metrics)."""
+        self._counters = counters
 
     # -- lifecycle (aiohttp signals) ---------------------------------------------
 
@@ -227,13 +250,18 @@ class Fanout:
             frame = encode_frame(payload, binary)
             count = self._fan_out(subscribers, frame, payload, binary, exclude)
         self.broker.publish(topic, payload, binary)
+        if self._counters is not None:
+            self._counters.published += 1
+            self._counters.delivered += count
         return count
 
     def deliver(self, topic: str, payload: bytes, binary: bool) -> None:
         """A message another process published: deliver it to the local subscribers."""
         subscribers = self._topics.get(topic)
         if subscribers:
-            self._fan_out(subscribers, encode_frame(payload, binary), payload, binary, None)
+            count = self._fan_out(subscribers, encode_frame(payload, binary), payload, binary, None)
+            if self._counters is not None:
+                self._counters.delivered += count
 
     def _fan_out(
         self,
@@ -320,6 +348,8 @@ class Fanout:
         subscription.stop_draining()
         topics, subscription.topics = subscription.topics, set()
         self._leave(subscription, topics)
+        if self._counters is not None:
+            self._counters.slow_closes += 1
         self._spawn(_close_slow_subscriber(ws))
 
 

@@ -120,6 +120,7 @@ class RedisBroker(Broker):
         # Outage bookkeeping: which connections are down, since when, losses.
         self._down: set[Link] = set()
         self._outage_started = 0.0
+        self._outages = 0
         self._dropped = 0
         self._closing = False
 
@@ -131,6 +132,11 @@ class RedisBroker(Broker):
         """The URL without its password, for logs."""
         url = URL(self.url)
         return str(url.with_password("***")) if url.password else self.url
+
+    @property
+    def outages(self) -> int:
+        """Outages since start: each counts once, however many connections broke."""
+        return self._outages
 
     @property
     def connected(self) -> bool:
@@ -248,6 +254,7 @@ class RedisBroker(Broker):
         """
         if not self._down:
             self._outage_started = asyncio.get_running_loop().time()
+            self._outages += 1
             self._dropped = 0
             logger.warning(
                 "Redis broker lost its %s connection to %s (%s: %s); local delivery "

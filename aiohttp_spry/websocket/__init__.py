@@ -6,7 +6,8 @@ One module per job, along the flow of a connection:
 - :mod:`.handshake`: ``event.ws`` and the ``UpgradeResponse`` a route returns;
 - :mod:`.session`: ``WebSocket``, running a session, the registry and shutdown;
 - :mod:`.messages`: what ``ws.events`` yields;
-- :mod:`.masking`: the client-masking check (the one use of aiohttp internals).
+- :mod:`.masking`: the client-masking check (the one use of aiohttp internals);
+- :mod:`.counters`: what sessions count for metrics (only when metrics are on).
 """
 
 from __future__ import annotations

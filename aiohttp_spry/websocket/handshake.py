@@ -21,6 +21,7 @@ from aiohttp import web
 from ..exceptions import HTTPError
 from ..log import describe_request, logger
 from ..settings import WebSocketOptions, WebSocketSettings, normalize_origin
+from .counters import SESSION_COUNTERS_KEY
 from .rfc6455 import check_protocol_name, is_upgrade_request, parse_protocols
 
 if TYPE_CHECKING:
@@ -146,38 +147,46 @@ class EventWebSocket:
             offered_by_server = ()
         settings = self._settings.evolve_from(**websocket) if websocket else self._settings
 
-        if request.method != "GET":
-            self._refuse(f"method {request.method} cannot upgrade, only GET", offered_by_server)
-            raise HTTPError(
-                405,
-                body=f"WebSocket upgrades need GET, not {request.method}.",
-                headers={"Allow": "GET"},
-            )
-        if not self.is_supported:
-            self._refuse("the connection is gone", offered_by_server)
-            raise HTTPError(501, body="WebSocket is not supported on this connection.")
-        if not self.is_upgrade_request:
-            # Not a handshake attempt at all (often a browser or curl): INFO, not WARNING.
-            logger.info(
-                "WebSocket upgrade refused, not a handshake (426): %s", describe_request(request)
-            )
-            raise HTTPError(
-                426,
-                body="Upgrade Required",
-                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
-            )
-        version = request.headers.get("Sec-WebSocket-Version", "")
-        if version != _VERSION:
-            self._refuse(f"unsupported Sec-WebSocket-Version {version!r}", offered_by_server)
-            raise HTTPError(
-                400,
-                body=f"Unsupported WebSocket version {version!r}; this server speaks 13.",
-                headers={"Sec-WebSocket-Version": _VERSION},
-            )
-        self._check_origin(settings.allowed_origins)
-        self._negotiate(offered_by_server, strict=settings.strict_protocols)
-        self._upgraded = True
-        return UpgradeResponse(session, request, settings, offered_by_server)
+        try:
+            if request.method != "GET":
+                self._refuse(f"method {request.method} cannot upgrade, only GET", offered_by_server)
+                raise HTTPError(
+                    405,
+                    body=f"WebSocket upgrades need GET, not {request.method}.",
+                    headers={"Allow": "GET"},
+                )
+            if not self.is_supported:
+                self._refuse("the connection is gone", offered_by_server)
+                raise HTTPError(501, body="WebSocket is not supported on this connection.")
+            if not self.is_upgrade_request:
+                # Not a handshake attempt at all (often a browser or curl): INFO, not WARNING.
+                logger.info(
+                    "WebSocket upgrade refused, not a handshake (426): %s",
+                    describe_request(request),
+                )
+                raise HTTPError(
+                    426,
+                    body="Upgrade Required",
+                    headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+                )
+            version = request.headers.get("Sec-WebSocket-Version", "")
+            if version != _VERSION:
+                self._refuse(f"unsupported Sec-WebSocket-Version {version!r}", offered_by_server)
+                raise HTTPError(
+                    400,
+                    body=f"Unsupported WebSocket version {version!r}; this server speaks 13.",
+                    headers={"Sec-WebSocket-Version": _VERSION},
+                )
+            self._check_origin(settings.allowed_origins)
+            self._negotiate(offered_by_server, strict=settings.strict_protocols)
+            self._upgraded = True
+            return UpgradeResponse(session, request, settings, offered_by_server)
+        except HTTPError as refusal:
+            # Only a refusal pays for the lookup: metrics off, no counters on the app.
+            counters = request.app.get(SESSION_COUNTERS_KEY)
+            if counters is not None:
+                counters.refuse(refusal.status)
+            raise
 
     def _check_origin(self, allowed: tuple[str, ...]) -> None:
         """Refuse a browser page from another origin (cross-site WebSocket hijacking).

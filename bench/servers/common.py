@@ -25,14 +25,20 @@ HELLO_BODY = "Hello, World!"
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def arguments(description: str | None, *extra: str) -> argparse.Namespace:
-    """``--port PORT [--gc-stats FILE]`` and each ``--EXTRA VALUE``; the soft RLIMIT_NOFILE
-    raised to the hard one (thousands of sockets)."""
+def arguments(
+    description: str | None, *extra: str, switches: tuple[str, ...] = ()
+) -> argparse.Namespace:
+    """``--port PORT [--gc-stats FILE] [--loop asyncio|uvloop]``, each ``--EXTRA VALUE`` and
+    each ``--SWITCH`` flag; the soft RLIMIT_NOFILE raised to the hard one (thousands of
+    sockets)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--gc-stats", type=Path, help="write cyclic GC statistics here at exit")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     for name in extra:
         parser.add_argument(f"--{name}", required=True)
+    for name in switches:
+        parser.add_argument(f"--{name}", action="store_true")
     args = parser.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -59,7 +65,13 @@ def record_gc(path: Path) -> None:
     atexit.register(lambda: path.write_text(json.dumps(stats)))
 
 
-def run_aiohttp(app: web.Application, port: int) -> None:
+def run_aiohttp(app: web.Application, port: int, loop: str = "asyncio") -> None:
+    """``web.run_app`` on asyncio's own loop, or on ``uvloop``."""
+    event_loop = None
+    if loop == "uvloop":
+        import uvloop
+
+        event_loop = uvloop.new_event_loop()
     web.run_app(
         app,
         host=HOST,
@@ -68,6 +80,7 @@ def run_aiohttp(app: web.Application, port: int) -> None:
         access_log=None,
         print=None,
         shutdown_timeout=1.0,
+        loop=event_loop,
     )
 
 

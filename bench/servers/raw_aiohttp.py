@@ -30,4 +30,5 @@ def make_app() -> web.Application:
 
 
 if __name__ == "__main__":
-    run_aiohttp(make_app(), arguments(__doc__).port)
+    args = arguments(__doc__)
+    run_aiohttp(make_app(), args.port, args.loop)

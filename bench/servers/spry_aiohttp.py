@@ -1,5 +1,6 @@
 """aiohttp_spry: raw_aiohttp's routes through ``@spry.route`` and ``ws.events``, public API
-only, written the way the README shows it."""
+only, written the way the README shows it. ``--metrics``: with ``enable_metrics(app)``
+(``aiohttp_spry[metrics]``) and ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ async def session(ws: WebSocket) -> None:
             await ws.send_bytes(message.data)
 
 
-def make_app() -> web.Application:
+def make_app(*, metrics: bool = False) -> web.Application:
     app = web.Application()
     spry = Spry(app)
 
@@ -29,8 +30,14 @@ def make_app() -> web.Application:
     async def hello(event: Event) -> str:
         return HELLO_BODY
 
+    if metrics:
+        from aiohttp_spry.metrics import enable_metrics, metrics_handler
+
+        enable_metrics(app)
+        app.router.add_get("/metrics", metrics_handler)
     return app
 
 
 if __name__ == "__main__":
-    run_aiohttp(make_app(), arguments(__doc__).port)
+    args = arguments(__doc__, switches=("metrics",))
+    run_aiohttp(make_app(metrics=args.metrics), args.port, args.loop)
