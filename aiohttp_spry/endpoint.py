@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
+from .asyncapi import ChannelSpec
 from .event import Event
 from .exceptions import NotFoundError
 from .log import describe_request, logger
@@ -48,6 +49,8 @@ class Route:
     settings: WebSocketSettings
     middleware: tuple[Middleware, ...] = ()
     on_error: ErrorHandler | None = None
+    #: What its WebSocket carries, for :mod:`~aiohttp_spry.asyncapi` (``None``: not declared).
+    channel: ChannelSpec | None = None
 
 
 class RouteEndpoint:
