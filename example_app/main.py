@@ -9,9 +9,10 @@ from the ``routes/`` folder, and nothing else: no page, rooms, ``/stats`` or
 ``/asyncapi.json`` (``python -m example_app --file-routes``,
 ``adev runserver example_app --app-factory create_file_routes_app``).
 
-Both configure logging when nothing else has (gunicorn configures only its own
-loggers), at ``SPRY_LOG_LEVEL`` (``INFO`` by default), so the example logs the
-same lines under ``python -m example_app``, adev and gunicorn.
+Under gunicorn, which configures only its own loggers, both set logging up
+(unless something else did) at ``SPRY_LOG_LEVEL`` (``INFO`` by default), so the
+example logs the same lines there as under ``python -m example_app`` and adev
+(which configure logging themselves).
 
 Both are async, as gunicorn's ``aiohttp.GunicornWebWorker`` requires of a
 factory: ``gunicorn example_app.main:create_app --worker-class
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,11 @@ def configure_logging(level: str | None = None) -> None:
     logging.basicConfig(level=chosen, format=LOG_FORMAT)
 
 
+def under_gunicorn() -> bool:
+    """Whether this process is a gunicorn worker (gunicorn imported it)."""
+    return "gunicorn" in sys.modules
+
+
 @spry.route("/asyncapi.json")
 def asyncapi(event: Event) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of this app's WebSocket routes."""
@@ -102,7 +109,8 @@ def stats(event: Event) -> dict[str, object]:
 
 async def create_app() -> web.Application:
     """The tutorial's echo chat and the chat rooms, declared with ``@spry.route``."""
-    configure_logging()
+    if under_gunicorn():
+        configure_logging()
     url = os.environ.get(BROKER_ENV) or None
     app = web.Application()
     spry.init_app(app, broker=url)
@@ -112,7 +120,8 @@ async def create_app() -> web.Application:
 
 async def create_file_routes_app() -> web.Application:
     """Only ``GET /chat`` and the token-guarded ``GET /private/chat``, from ``routes/``."""
-    configure_logging()
+    if under_gunicorn():
+        configure_logging()
     app = web.Application()
     Spry(app, routes=ROUTES)
     return app

@@ -47,7 +47,9 @@ async def test_the_recipe_runs_two_logging_workers_on_redis(
     assert words[0] == "SPRY_BROKER_URL=redis://127.0.0.1:6379/0"
     assert words[1] == ".venv/bin/gunicorn"
     port = free_port()
-    command = [str(GUNICORN), *words[2:]]
+    # Beyond the page: no control socket (gunicorn's is one fixed path per user, which
+    # would be shared with any other gunicorn running on the machine).
+    command = [str(GUNICORN), *words[2:], "--no-control-socket"]
     command[command.index("127.0.0.1:4000")] = f"{HOST}:{port}"
     env = subprocess_env({"SPRY_BROKER_URL": redis_server.url})
     env.pop("SPRY_LOG_LEVEL", None)
