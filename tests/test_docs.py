@@ -31,6 +31,7 @@ import pytest
 from aiohttp import web
 
 import aiohttp_spry
+from example_app.main import create_app, create_file_routes_app
 from tests.support.procs import HOST, REPO_ROOT, free_port, spawn_listening, stop_process
 
 DOCS = REPO_ROOT / "docs"
@@ -201,3 +202,32 @@ def test_docstring_examples_pass_under_doctest() -> None:
     results = runner.summarize(verbose=False)
     assert results.failed == 0, f"{results.failed} of {results.attempted} docstring examples failed"
     assert examples >= 15, f"only {examples} docstring examples found"
+
+
+def documented_endpoints(table_after: str) -> set[tuple[str, str]]:
+    """``(method, path)`` of the first column of the endpoint table after ``table_after``."""
+    text = (DOCS / "example.md").read_text(encoding="utf-8")
+    table = text[text.index(table_after) :].split("\n\n")[1]
+    found = set()
+    for row in table.splitlines()[2:]:
+        cell = row.split("|")[1]
+        for method, path in re.findall(r"`(GET|POST) (/[^`]*)`", cell):
+            found.add((method, path))
+    return found
+
+
+async def served_endpoints(factory: Any) -> set[tuple[str, str]]:
+    app = await factory()
+    served = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or re.sub(r"\{(\w+):.*\}", r"{\1}", info.get("formatter", ""))
+        served.add((route.method, path))
+    return served
+
+
+async def test_the_example_page_documents_every_endpoint_of_both_apps() -> None:
+    assert documented_endpoints("The default app") == await served_endpoints(create_app)
+    assert documented_endpoints("The file-routes app") == await served_endpoints(
+        create_file_routes_app
+    )
