@@ -1,8 +1,9 @@
 """MkDocs hook: render the docstrings' Sphinx roles (:class:`~a.B`) as plain code.
 
-The docstrings keep Sphinx's roles (they read well in an editor and in
-``help()``); mkdocstrings' Google-style parser leaves them as ``:class:`` text
-before the code. This drops the role, and with ``~`` keeps the last name only.
+The docstrings keep Sphinx's roles and ``Example::`` blocks (they read well in
+an editor and in ``help()``); mkdocstrings' Google-style parser leaves them as
+``:class:`` text before the code and a trailing ``::``. This drops the role
+(with ``~``, keeping the last name only) and turns ``::`` into ``:``.
 """
 
 from __future__ import annotations
@@ -21,5 +22,8 @@ def _plain(match: re.Match[str]) -> str:
     return f"<code>{label}</code>"
 
 
+LITERAL_BLOCK = re.compile(r"::</p>")
+
+
 def on_page_content(html: str, **kwargs: Any) -> str:
-    return ROLE.sub(_plain, html)
+    return LITERAL_BLOCK.sub(":</p>", ROLE.sub(_plain, html))
