@@ -13,6 +13,9 @@ Public names only; each lives in the module of its job (README "Architecture")::
         return {"hello": event.params["name"]}
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
 from .event import Event
 from .exceptions import HTTPError, NotFoundError, PeerNotReadingError, RouteConflictError
 from .extension import SPRY_KEY, Spry
@@ -32,7 +35,11 @@ from .websocket import (
     WebSocketMessage,
 )
 
-__version__ = "0.1.0"
+try:
+    #: The installed distribution's version (``setup.cfg`` is its one source).
+    __version__: str = _distribution_version("aiohttp_spry")
+except PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "SESSIONS_KEY",

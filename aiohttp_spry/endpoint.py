@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
+from .asyncapi import ChannelSpec
 from .event import Event
 from .exceptions import NotFoundError
 from .log import describe_request, logger
@@ -57,6 +58,8 @@ class Route:
         """The request methods that can reach it: a GET route answers HEAD too."""
         methods = frozenset(self.methods)
         return methods | {"HEAD"} if "GET" in methods else methods
+    #: What its WebSocket carries, for :mod:`~aiohttp_spry.asyncapi` (``None``: not declared).
+    channel: ChannelSpec | None = None
 
 
 class RouteEndpoint:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp import hdrs, web
 
+from .asyncapi import Fields, Messages, channel_spec, document
 from .endpoint import Handler, HeadRoutes, NotFoundMiddleware, Route, RouteEndpoint
 from .exceptions import RouteConflictError
 from .file_routes import FileHook, load_middleware_folder, load_routes
@@ -182,6 +183,11 @@ class Spry:
         name: str | None = None,
         middleware: Iterable[Middleware] = (),
         on_error: ErrorHandler | None = None,
+        receives: Messages | None = None,
+        sends: Messages | None = None,
+        subprotocols: Iterable[str] = (),
+        query: Fields | None = None,
+        headers: Fields | None = None,
         **websocket: Unpack[WebSocketOptions],
     ) -> Callable[[H], H]:
         """Declare a route: ``@spry.route("/rooms/{id}", methods=["GET", "POST"])``.
@@ -197,11 +203,19 @@ class Spry:
         ``on_error`` apply to this route alone, innermost (Spry's
         ``defineHandler``). WebSocket keywords override the extension defaults.
 
+        ``receives`` (client → server) and ``sends`` (server → client) declare
+        the route's WebSocket messages for :meth:`asyncapi`: a JSON Schema
+        ``dict``, an attrs class, ``str`` (text frames), ``bytes`` (binary
+        frames), or a list of those. ``subprotocols``, ``query`` and
+        ``headers`` (``{name: JSON Schema or type}``) describe its handshake.
+        They are documentation only: checked here, never per request.
+
         Raises:
             TypeError: ``path`` is not a ``str`` (``@spry.route`` needs
                 parentheses: ``@spry.route("/path")``), ``methods`` is a
-                ``str``, a middleware is not an async function, or the
-                decorated object is not callable.
+                ``str``, a middleware is not an async function, a message
+                declaration is none of the forms above, or the decorated
+                object is not callable.
             ValueError: a path not starting with ``/``, an unknown method,
                 a ``name`` already used, or an invalid setting.
             RuntimeError: an application of this extension has started.
@@ -234,6 +248,14 @@ class Spry:
         chain = tuple(check_middleware(mw) for mw in middleware)
         if on_error is not None:
             check_error_handler(on_error)
+        channel = channel_spec(
+            path,
+            receives=receives,
+            sends=sends,
+            subprotocols=subprotocols,
+            query=query,
+            headers=headers,
+        )
 
         def decorator(handler: H) -> H:
             if not callable(handler):
@@ -249,7 +271,17 @@ class Spry:
                             f"route {path!r}: the name {name!r} is already used on {app!r}"
                         )
             self._declare(
-                Route(path, handler, checked, name, settings, chain, on_error, _source(handler))
+                Route(
+                    path,
+                    handler,
+                    checked,
+                    name,
+                    settings,
+                    chain,
+                    on_error,
+                    _source(handler),
+                    channel,
+                )
             )
             return handler
 
@@ -479,6 +511,41 @@ class Spry:
             KeyError: ``app`` was not initialised with Spry.
         """
         return app[FANOUT_KEY].publish(topic, data)
+
+    def asyncapi(
+        self,
+        app: web.Application,
+        *,
+        title: str,
+        version: str,
+        description: str | None = None,
+        servers: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """An AsyncAPI 3.0.0 document of ``app``'s WebSocket routes (:mod:`~aiohttp_spry.asyncapi`).
+
+        One channel per route that declared ``receives``, ``sends``,
+        ``subprotocols``, ``query`` or ``headers``; the handler's docstring
+        describes it. ``servers`` is AsyncAPI's Servers Object, as is
+        (``{"local": {"host": "127.0.0.1:4000", "protocol": "ws"}}``).
+        The result is plain JSON data: ``web.json_response(document)`` serves it.
+
+        Example::
+
+            @spry.route("/asyncapi.json")
+            def asyncapi(event: Event) -> dict[str, Any]:
+                return spry.asyncapi(event.app, title="Chat", version="1.0.0")
+
+        Raises:
+            ValueError: ``app`` was not initialised with this extension.
+            TypeError: ``title`` or ``version`` is not a non-empty ``str``.
+        """
+        if app.get(SPRY_KEY) is not self:
+            raise ValueError(
+                f"asyncapi(): {app!r} was not initialised with this Spry; call init_app(app) first"
+            )
+        return document(
+            self._routes, title=title, version=version, description=description, servers=servers
+        )
 
     @staticmethod
     def subscribers(app: web.Application, topic: str) -> frozenset[WebSocket]:

@@ -3,9 +3,16 @@
 ``create_app()`` (the default, used by ``python -m example_app``,
 ``adev runserver example_app`` and gunicorn) declares ``/chat``, the chat rooms
 (``/rooms/{room}``) and their page (``GET /``) with decorators.
-``create_file_routes_app()`` serves the echo chat from the ``routes/`` folder
-(``python -m example_app --file-routes``,
+``create_file_routes_app()`` is a different, smaller app: ``GET /chat`` (the same
+echo chat, from ``routes/chat.get.py``) and the token-guarded ``GET /private/chat``
+from the ``routes/`` folder, and nothing else: no page, rooms, ``/stats`` or
+``/asyncapi.json`` (``python -m example_app --file-routes``,
 ``adev runserver example_app --app-factory create_file_routes_app``).
+
+Under gunicorn, which configures only its own loggers, both set logging up
+(unless something else did) at ``SPRY_LOG_LEVEL`` (``INFO`` by default), so the
+example logs the same lines there as under ``python -m example_app`` and adev
+(which configure logging themselves).
 
 Both are async, as gunicorn's ``aiohttp.GunicornWebWorker`` requires of a
 factory: ``gunicorn example_app.main:create_app --worker-class
@@ -36,15 +43,17 @@ import asyncio
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from aiohttp_spry import Event, Spry
 from aiohttp_spry.pubsub import FANOUT_KEY
 
-from .chat import chat
-from .rooms import ROOM, index, room
+from .chat import PROTOCOL, chat
+from .rooms import ROOM, ROOM_MESSAGE, index, room
 
 ROUTES = Path(__file__).resolve().parent / "routes"
 #: The environment variable naming the broker (unset: in-memory).
@@ -55,6 +64,9 @@ METRICS_ENV = "SPRY_METRICS"
 #: Seconds a connection may take to send a complete request, or stay idle.
 DEFAULT_KEEPALIVE_TIMEOUT = 15.0
 METRICS_PATH = "/metrics"
+#: The environment variable naming the log level when the example sets logging up.
+LOG_LEVEL_ENV = "SPRY_LOG_LEVEL"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 log = logging.getLogger("example_app")
 
@@ -67,9 +79,49 @@ def _heartbeat_from_env() -> float | None:
 #: ``SPRY_HEARTBEAT`` (seconds, unset: none): pings that keep a quiet session
 #: alive behind a proxy's read timeout, and drop a peer that stopped answering.
 spry = Spry(heartbeat=_heartbeat_from_env())
-spry.route("/chat")(chat)
+spry.route("/chat", receives=[str, bytes], sends=str, subprotocols=[PROTOCOL])(chat)
 spry.route("/")(index)
-spry.route(f"/rooms/{{room:{ROOM}}}", methods=["GET", "POST"])(room)
+spry.route(
+    f"/rooms/{{room:{ROOM}}}",
+    methods=["GET", "POST"],
+    receives={"type": "string", "title": "memberText", "description": "Text for the room."},
+    sends=ROOM_MESSAGE,
+    query={"name": {"type": "string", "maxLength": 40, "description": "Shown to the others."}},
+)(room)
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Log to stderr at ``level`` (else ``SPRY_LOG_LEVEL``, else INFO), unless logging is set up.
+
+    Raises:
+        ValueError: ``level`` is not a logging level name.
+    """
+    if logging.getLogger().handlers:
+        return  # python -m example_app, adev or the host application did it
+    chosen = (level or os.environ.get(LOG_LEVEL_ENV) or "INFO").upper()
+    if not isinstance(logging.getLevelName(chosen), int):
+        raise ValueError(
+            f"log level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {chosen!r}"
+        )
+    logging.basicConfig(level=chosen, format=LOG_FORMAT)
+
+
+def under_gunicorn() -> bool:
+    """Whether this process is a gunicorn worker (gunicorn imported it)."""
+    return "gunicorn" in sys.modules
+
+
+@spry.route("/asyncapi.json")
+def asyncapi(event: Event) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of this app's WebSocket routes."""
+    scheme = "wss" if event.request.secure else "ws"
+    return spry.asyncapi(
+        event.app,
+        title="aiohttp_spry example: echo chat and rooms",
+        version="1.0.0",
+        description="The Spry tutorial's echo chat and chat rooms on topic pub/sub.",
+        servers={"this": {"host": event.request.host, "protocol": scheme}},
+    )
 
 
 @spry.route("/stats")
@@ -88,6 +140,8 @@ def stats(event: Event) -> dict[str, object]:
 
 async def create_app(*, keepalive_timeout: float | None = None) -> web.Application:
     """The tutorial's echo chat and the chat rooms, declared with ``@spry.route``."""
+    if under_gunicorn():
+        configure_logging()
     url = os.environ.get(BROKER_ENV) or None
     app = await _deployable_app(keepalive_timeout)
     spry.init_app(app, broker=url)
@@ -97,7 +151,9 @@ async def create_app(*, keepalive_timeout: float | None = None) -> web.Applicati
 
 
 async def create_file_routes_app(*, keepalive_timeout: float | None = None) -> web.Application:
-    """The same echo chat from ``routes/``, plus the token-guarded ``/private/chat``."""
+    """Only ``GET /chat`` and the token-guarded ``GET /private/chat``, from ``routes/``."""
+    if under_gunicorn():
+        configure_logging()
     app = await _deployable_app(keepalive_timeout)
     Spry(app, routes=ROUTES)
     _serve_metrics(app)

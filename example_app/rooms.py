@@ -34,6 +34,19 @@ ROOM = r"[A-Za-z0-9_.\-]{1,64}"
 MAX_NAME = 40
 MAX_ANNOUNCEMENT = 4096
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+#: What a member receives (JSON Schema, for ``/asyncapi.json``).
+ROOM_MESSAGE = {
+    "type": "object",
+    "title": "roomMessage",
+    "description": "Another member's text, or an announcement (from 'http').",
+    "properties": {
+        "room": {"type": "string"},
+        "from": {"type": "string", "description": "The sender's ws.id, or 'http'."},
+        "text": {"type": "string"},
+        "name": {"type": "string", "description": "The sender's ?name=, when it gave one."},
+    },
+    "required": ["room", "from", "text"],
+}
 
 
 def topic_of(room: str) -> str:

@@ -42,7 +42,8 @@ def broker_from_url(url: str | None) -> Broker:
             from .redis import RedisBroker
         except ImportError as missing:
             raise ModuleNotFoundError(
-                f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]'"
+                f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]' "
+                "(the extra) or pip install 'redis>=5.0.1'"
             ) from missing
         return RedisBroker(url)
     raise ValueError(

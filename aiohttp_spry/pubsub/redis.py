@@ -59,8 +59,9 @@ class Link(enum.Enum):
 class RedisBroker(Broker):
     """Carries published messages between processes through Redis pub/sub.
 
-    Example:
-        >>> spry = Spry(app, broker=RedisBroker("redis://127.0.0.1:6379/0"))
+    Example (it connects when the application starts)::
+
+        spry = Spry(app, broker=RedisBroker("redis://127.0.0.1:6379/0"))
 
     Args:
         url: ``redis://[:password@]host:port/db``, ``rediss://`` or ``unix://``.
@@ -68,8 +69,8 @@ class RedisBroker(Broker):
             several applications can share one Redis.
         max_pending: the most messages kept while Redis is unreachable; past
             it the oldest are dropped (counted in the reconnect log line).
-        reconnect_min, reconnect_max: the first and the longest wait, in
-            seconds, between reconnect attempts.
+        reconnect_min: the first wait, in seconds, before a reconnect attempt.
+        reconnect_max: the longest wait, in seconds, between reconnect attempts.
         subscribe_timeout: the longest ``subscribe()`` waits for Redis to
             confirm a subscription before returning anyway.
         connect_timeout: seconds to wait for a TCP connection to Redis.

@@ -83,3 +83,39 @@ def test_example_client_fails_nonzero_when_nothing_listens(repo_root: Path) -> N
     assert result.returncode != 0
     assert "Failed to connect" in result.stdout
     assert "Connected to WebSocket server" not in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_example_client_runs_as_a_file_from_any_directory(
+    server: ServerProcess, repo_root: Path, tmp_path: Path
+) -> None:
+    # A user's own directory, not the checkout: the client needs only aiohttp.
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "example_app" / "client.py"), server.url],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=subprocess_env(),
+        timeout=CLIENT_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Received: Echo: Hello Spry!" in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_server_prints_the_url_it_listens_on(server: ServerProcess) -> None:
+    assert f"Serving on http://{HOST}:{server.port}: " in server.log()
+    assert f"echo chat ws://{HOST}:{server.port}/chat" in server.log()
+
+
+@pytest.mark.timeout(60)
+def test_example_client_refused_handshake_says_the_status(
+    server: ServerProcess, repo_root: Path
+) -> None:
+    result = run_client(repo_root, f"ws://{HOST}:{server.port}/nowhere")
+    assert result.returncode == 1
+    assert "Handshake refused: HTTP 404" in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.support.procs import REPO_ROOT, subprocess_env
 from tests.support.rawws import raw_exchange
 from tests.support.wire import build_request
 
@@ -52,3 +55,22 @@ async def test_private_chat_needs_a_token_and_answers_plain_requests_kindly(
         assert await recv(ws) == "Connected to the private Spry chat."
         await ws.send("psst")
         assert await recv(ws) == "Private echo: psst"
+
+
+@pytest.mark.timeout(60)
+def test_example_client_talks_to_the_private_echo_route(server: ServerProcess) -> None:
+    url = f"ws://127.0.0.1:{server.port}/private/chat?token=let-me-in"
+    result = subprocess.run(
+        [sys.executable, "-m", "example_app.client", url],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=subprocess_env(),
+        timeout=30.0,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Received: Private echo: Hello Spry!" in result.stdout
+    assert f"Serving on http://127.0.0.1:{server.port} (file routes)" in server.log()
