@@ -28,7 +28,7 @@ from aiohttp_spry import Event, Spry
 from aiohttp_spry.pubsub import FANOUT_KEY
 
 from .chat import chat
-from .rooms import ROOM, index, room
+from .rooms import ROOM, index, keep_history, room
 
 ROUTES = Path(__file__).resolve().parent / "routes"
 #: The environment variable naming the broker (unset: in-memory).
@@ -40,6 +40,7 @@ spry = Spry()
 spry.route("/chat")(chat)
 spry.route("/")(index)
 spry.route(f"/rooms/{{room:{ROOM}}}", methods=["GET", "POST"])(room)
+keep_history(spry)
 
 
 @spry.route("/stats")
