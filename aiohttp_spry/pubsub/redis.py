@@ -13,6 +13,16 @@ semantics, as written in the README and tested against a real ``redis-server``:
 - ``publish`` never blocks and never raises for an outage: messages wait in a
   bounded buffer (``max_pending``, oldest dropped first) and go out once Redis
   is back; a batch in flight when the connection broke is dropped, not resent.
+- Topics with history (:mod:`.history`) are published with one Lua script each
+  (:mod:`.redis_scripts`: offset, ``XADD … MAXLEN ~``, ``EXPIRE``, ``PUBLISH``
+  with the position), retried until Redis has them (a message id checked in
+  the same script applies a retry once), and delivered here too through the
+  subscriber connection, so every process sees one order; after that
+  connection was down, the fan-out reads what it missed with ``XRANGE``.
+- Presence is a sorted set scored by expiry plus a hash per topic, refreshed
+  every ``presence_refresh`` seconds; entries of a process that died expire
+  after ``presence_ttl`` and are removed (with a leave event) by the next
+  process that looks.
 - On an outage both connections reconnect by themselves with exponential
   backoff (``reconnect_min`` doubling to ``reconnect_max``, with jitter) and
   every subscription is restored. One WARNING when the outage starts, one when
@@ -25,9 +35,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
+import math
 import secrets
 from collections import deque
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -37,7 +50,12 @@ from redis.exceptions import RedisError
 from yarl import URL
 
 from ..log import pubsub_logger as logger
-from .broker import Broker, Deliver
+from . import redis_scripts
+from .broker import Broker, Deliver, Listener
+from .envelope import KINDS, Stored
+from .history import Entry, HistoryPolicy, HistoryRead, HistoryRules, new_epoch
+from .positions import Position
+from .presence import PresenceChange, PresenceEvent
 
 #: Errors that mean "Redis is unreachable or the connection broke".
 _LOST: Final = (RedisError, OSError, asyncio.TimeoutError)
@@ -47,6 +65,34 @@ _NODE_BYTES: Final = 8
 _BATCH: Final = 512
 _CLOSE_ATTEMPTS: Final = 5
 _CLOSE_WAIT: Final = 1.0
+#: Marks a topic's presence channel: ``<prefix>\x00p\x00<topic>``.
+_PRESENCE: Final = b"\x00p\x00"
+_PRESENCE_CHUNK: Final = 500
+_JOIN: Final = b"j"
+
+
+class _Positioned:
+    """A message of a topic with history waiting for Redis to take it."""
+
+    __slots__ = ("future", "message", "msgid", "policy", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        message: Stored,
+        msgid: str,
+        policy: HistoryPolicy,
+        future: asyncio.Future[Position] | None,
+    ) -> None:
+        self.topic = topic
+        self.message = message
+        self.msgid = msgid
+        self.policy = policy
+        self.future = future
+
+    def fail(self, error: BaseException) -> None:
+        if self.future is not None and not self.future.done():
+            self.future.set_exception(error)
 
 
 class Link(enum.Enum):
@@ -73,7 +119,14 @@ class RedisBroker(Broker):
         subscribe_timeout: the longest ``subscribe()`` waits for Redis to
             confirm a subscription before returning anyway.
         connect_timeout: seconds to wait for a TCP connection to Redis.
+        presence_ttl: seconds a present session's entry lives without a
+            refresh (a process that dies takes at most this, plus
+            ``presence_refresh``, to be seen leaving).
+        presence_refresh: seconds between two refreshes of this process's
+            present sessions (which also removes others' expired ones).
     """
+
+    supports_history = True
 
     def __init__(
         self,
@@ -85,6 +138,8 @@ class RedisBroker(Broker):
         reconnect_max: float = 2.0,
         subscribe_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        presence_ttl: float = 15.0,
+        presence_refresh: float = 5.0,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending!r}")
@@ -93,8 +148,15 @@ class RedisBroker(Broker):
                 "reconnect_min and reconnect_max must satisfy 0 < min <= max, got "
                 f"{reconnect_min!r} and {reconnect_max!r}"
             )
+        if not 0 < presence_refresh < presence_ttl:
+            raise ValueError(
+                "presence_refresh and presence_ttl must satisfy 0 < refresh < ttl, got "
+                f"{presence_refresh!r} and {presence_ttl!r}"
+            )
         self.url = url
         self.channel_prefix = channel_prefix.encode()
+        self.presence_ttl = presence_ttl
+        self.presence_refresh = presence_refresh
         self.max_pending = max_pending
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
@@ -115,7 +177,13 @@ class RedisBroker(Broker):
         self._confirmed: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._changed = asyncio.Event()
-        self._pending: deque[tuple[bytes, bytes]] = deque()
+        self._pending: deque[tuple[bytes, bytes] | _Positioned] = deque()
+        # History and presence (attach()): the listener, the rules, the scripts,
+        # and this process's present sessions (topic → id → info JSON).
+        self._listener: Listener | None = None
+        self._rules: HistoryRules | None = None
+        self._present: dict[str, dict[str, bytes]] = {}
+        self._watched: set[str] = set()
         self._has_pending = asyncio.Event()
         # Outage bookkeeping: which connections are down, since when, losses.
         self._down: set[Link] = set()
@@ -149,14 +217,27 @@ class RedisBroker(Broker):
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=self.connect_timeout,
         )
+        client = self._client
+        self._publish_script = client.register_script(redis_scripts.PUBLISH)
+        self._read_script = client.register_script(redis_scripts.READ)
+        self._join_script = client.register_script(redis_scripts.PRESENCE_JOIN)
+        self._refresh_script = client.register_script(redis_scripts.PRESENCE_REFRESH)
+        self._leave_script = client.register_script(redis_scripts.PRESENCE_LEAVE)
+        self._members_script = client.register_script(redis_scripts.PRESENCE_MEMBERS)
+        self._count_script = client.register_script(redis_scripts.PRESENCE_COUNT)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._receive_forever(), name="aiohttp_spry redis subscriber"),
             loop.create_task(self._publish_forever(), name="aiohttp_spry redis publisher"),
             loop.create_task(self._sync_forever(), name="aiohttp_spry redis subscriptions"),
+            loop.create_task(self._presence_forever(), name="aiohttp_spry redis presence"),
         ]
 
     async def close(self) -> None:
+        # A clean shutdown: this process's sessions leave at once, not at expiry.
+        if self._present and self._client is not None and not self._down:
+            with contextlib.suppress(*_LOST):
+                await asyncio.wait_for(self._leave_all(), _CLOSE_WAIT)
         self._closing = True
         # Close the connections first: an operation stuck on one fails at once.
         await self._drop_pubsub(self._pubsub)
@@ -183,6 +264,9 @@ class RedisBroker(Broker):
                 len(self._pending),
                 self.safe_url,
             )
+            for item in self._pending:
+                if isinstance(item, _Positioned):
+                    item.fail(ConnectionError("the Redis broker closed before Redis had it"))
             self._pending.clear()
         if self._client is not None:
             await self._client.aclose()
@@ -204,7 +288,9 @@ class RedisBroker(Broker):
         return self.channel_prefix + topic.encode()
 
     async def subscribe(self, topic: str) -> None:
-        channel = self._channel(topic)
+        await self._subscribe_channel(self._channel(topic))
+
+    async def _subscribe_channel(self, channel: bytes) -> None:
         self._wanted.add(channel)
         if channel in self._confirmed:
             return
@@ -231,12 +317,232 @@ class RedisBroker(Broker):
     def publish(self, topic: str, payload: bytes, binary: bool) -> None:
         pending = self._pending
         if len(pending) >= self.max_pending:
-            pending.popleft()
-            self._dropped += 1
+            self._drop_oldest()
         pending.append(
             (self._channel(topic), self._node + (_BINARY if binary else _TEXT) + payload)
         )
         self._has_pending.set()
+
+    def _drop_oldest(self) -> None:
+        dropped = self._pending.popleft()
+        self._dropped += 1
+        if isinstance(dropped, _Positioned):
+            logger.warning(
+                "Redis broker buffer full (max_pending=%d): dropped message %s of topic %r "
+                "before Redis had it (it has no position; nobody sees a gap)",
+                self.max_pending,
+                dropped.msgid,
+                dropped.topic,
+            )
+            dropped.fail(ConnectionError("dropped: the Redis broker's buffer was full"))
+
+    # -- history ---------------------------------------------------------------------
+
+    def attach(self, listener: Listener, rules: HistoryRules) -> None:
+        self._listener = listener
+        self._rules = rules if rules else None
+
+    def _key(self, topic: str, suffix: bytes) -> bytes:
+        # The hash tag {topic}: every key of one topic on one cluster slot.
+        return self.channel_prefix + b"{" + topic.encode() + b"}:" + suffix
+
+    def publish_positioned(
+        self, topic: str, message: Stored, msgid: str, policy: HistoryPolicy, *, ack: bool
+    ) -> asyncio.Future[Position] | None:
+        future = asyncio.get_running_loop().create_future() if ack else None
+        if len(self._pending) >= self.max_pending:
+            self._drop_oldest()
+        self._pending.append(_Positioned(topic, message, msgid, policy, future))
+        self._has_pending.set()
+        return future
+
+    def _script_args(self, item: _Positioned) -> tuple[list[bytes], list[bytes | str | int]]:
+        policy = item.policy
+        node, _, seq = item.msgid.rpartition("-")
+        keys = [self._key(item.topic, b"meta"), self._key(item.topic, b"stream")]
+        args: list[bytes | str | int] = [
+            self._channel(item.topic),
+            node,
+            seq,
+            item.message.kind.value,
+            item.message.payload,
+            policy.size,
+            math.ceil(policy.ttl),
+            math.ceil(policy.meta_ttl),
+            new_epoch(),
+            item.msgid,
+            policy.size + _BATCH * 4,
+        ]
+        return keys, args
+
+    def _applied(self, item: _Positioned, reply: Any) -> None:
+        epoch, offset, again = reply[0].decode(), int(reply[1]), int(reply[2])
+        if again:
+            logger.debug("Redis had message %s already (a retry): applied once", item.msgid)
+        if item.future is None or item.future.done():
+            return
+        if offset < 0:
+            item.future.set_exception(
+                LookupError(f"message {item.msgid} was applied, but is no longer in the history")
+            )
+        else:
+            item.future.set_result(Position(epoch, offset))
+
+    async def read_history(
+        self, topic: str, since: Position | None, policy: HistoryPolicy
+    ) -> HistoryRead:
+        if self._client is None:
+            raise ConnectionError(f"{self!r} is not started")
+        reply = await self._read_script(
+            keys=[self._key(topic, b"meta"), self._key(topic, b"stream")],
+            args=[
+                since.epoch if since is not None else "",
+                since.offset if since is not None else 0,
+                new_epoch(),
+                math.ceil(policy.meta_ttl),
+            ],
+            client=self._client,
+        )
+        epoch = reply[0].decode()
+        entries = []
+        for entry_id, fields in reply[2]:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            entries.append(
+                Entry(
+                    int(entry_id.split(b"-", 1)[0]),
+                    KINDS[values[b"k"]],
+                    values[b"d"],
+                    values[b"m"].decode(),
+                )
+            )
+        return HistoryRead(Position(epoch, int(reply[1])), tuple(entries))
+
+    def _on_positioned(self, topic: str, data: bytes) -> None:
+        epoch, offset, msgid, rest = data.split(b"\n", 3)
+        assert self._listener is not None
+        self._listener.deliver_positioned(
+            topic, Position(epoch.decode(), int(offset)), KINDS[rest[:1]], rest[1:], msgid.decode()
+        )
+
+    # -- presence --------------------------------------------------------------------
+
+    def _presence_channel(self, topic: str) -> bytes:
+        return self.channel_prefix + _PRESENCE + topic.encode()
+
+    def _presence_keys(self, topic: str) -> list[bytes]:
+        return [self._key(topic, b"pz"), self._key(topic, b"ph")]
+
+    def _ttl_ms(self) -> int:
+        return math.ceil(self.presence_ttl * 1000)
+
+    async def presence_join(self, topic: str, id: str, info: Mapping[str, Any]) -> None:
+        encoded = json.dumps(dict(info), separators=(",", ":")).encode()
+        self._present.setdefault(topic, {})[id] = encoded
+        if self._client is None or self._down:
+            return  # the next refresh after the outage adds it
+        try:
+            await self._join_script(
+                keys=self._presence_keys(topic),
+                args=[self._presence_channel(topic), self._ttl_ms(), id, encoded],
+                client=self._client,
+            )
+        except _LOST as error:
+            logger.debug("Redis presence join of %s in %r deferred: %s", id, topic, error)
+
+    async def presence_leave(self, topic: str, id: str) -> None:
+        local = self._present.get(topic)
+        if local is not None:
+            local.pop(id, None)
+            if not local:
+                del self._present[topic]
+        if self._client is None or self._closing:
+            return
+        try:
+            await self._leave_script(
+                keys=self._presence_keys(topic),
+                args=[self._presence_channel(topic), id],
+                client=self._client,
+            )
+        except _LOST as error:
+            logger.debug(
+                "Redis presence leave of %s in %r failed (it expires): %s", id, topic, error
+            )
+
+    async def presence(self, topic: str) -> dict[str, Mapping[str, Any]]:
+        if self._client is None:
+            raise ConnectionError(f"{self!r} is not started")
+        flat = await self._members_script(
+            keys=self._presence_keys(topic),
+            args=[self._presence_channel(topic)],
+            client=self._client,
+        )
+        return {flat[i].decode(): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def presence_count(self, topic: str) -> int:
+        if self._client is None:
+            raise ConnectionError(f"{self!r} is not started")
+        return int(
+            await self._count_script(keys=self._presence_keys(topic)[:1], client=self._client)
+        )
+
+    async def watch_presence(self, topic: str) -> None:
+        self._watched.add(topic)
+        await self._subscribe_channel(self._presence_channel(topic))
+
+    def unwatch_presence(self, topic: str) -> None:
+        self._watched.discard(topic)
+        self._wanted.discard(self._presence_channel(topic))
+        self._changed.set()
+
+    def _on_presence(self, topic: str, data: bytes) -> None:
+        head, _, info = data.partition(b"\n")
+        change = PresenceChange.JOIN if head[:1] == _JOIN else PresenceChange.LEAVE
+        assert self._listener is not None
+        self._listener.presence_changed(
+            PresenceEvent(change, topic, head[1:].decode(), json.loads(info or b"{}"))
+        )
+
+    async def _presence_forever(self) -> None:
+        """Refresh this process's present sessions; prune expired ones where we look."""
+        while not self._closing:
+            await asyncio.sleep(self.presence_refresh)
+            if self._down or self._client is None:
+                continue
+            for topic in {*self._present, *self._watched}:
+                try:
+                    await self._refresh(topic)
+                except asyncio.CancelledError:
+                    raise
+                except _LOST as error:
+                    logger.debug("Redis presence refresh of %r failed: %s", topic, error)
+                    break
+                except Exception:
+                    logger.exception("Redis presence refresh of %r failed", topic)
+
+    async def _refresh(self, topic: str) -> None:
+        assert self._client is not None
+        members = list(self._present.get(topic, {}).items())
+        head: list[bytes | str | int] = [self._presence_channel(topic), self._ttl_ms()]
+        for start in range(0, max(len(members), 1), _PRESENCE_CHUNK):
+            args = list(head)
+            for id, info in members[start : start + _PRESENCE_CHUNK]:
+                args += [id, info]
+            await self._refresh_script(
+                keys=self._presence_keys(topic), args=args, client=self._client
+            )
+
+    async def _leave_all(self) -> None:
+        assert self._client is not None
+        async with self._client.pipeline(transaction=False) as pipe:
+            for topic, members in self._present.items():
+                for id in members:
+                    await self._leave_script(
+                        keys=self._presence_keys(topic),
+                        args=[self._presence_channel(topic), id],
+                        client=pipe,
+                    )
+            await pipe.execute()
+        self._present.clear()
 
     # -- connections ---------------------------------------------------------------
 
@@ -337,6 +643,16 @@ class RedisBroker(Broker):
             attempt += 1
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
+        if self._listener is not None:
+            rest = channel[len(self.channel_prefix) :]
+            if rest[:3] == _PRESENCE:
+                self._on_presence(rest[3:].decode(), data)
+                return
+            if self._rules is not None:
+                topic = rest.decode()
+                if self._rules.policy(topic) is not None:
+                    self._on_positioned(topic, data)
+                    return
         if data[:_NODE_BYTES] == self._node:
             return  # from this process: delivered locally when it was published
         assert self._deliver is not None
@@ -349,6 +665,12 @@ class RedisBroker(Broker):
         for waiter in self._waiters.pop(channel, ()):
             if not waiter.done():
                 waiter.set_result(None)
+        if self._rules is not None and self._listener is not None:
+            topic = channel[len(self.channel_prefix) :].decode(errors="replace")
+            if self._rules.policy(topic) is not None:
+                # Whatever passed while this channel was not subscribed is read
+                # from the history (nothing, on a first subscription).
+                self._listener.resync(topic)
 
     async def _sync_forever(self) -> None:
         """Tell the subscriber connection what local subscribers want, in order."""
@@ -394,22 +716,45 @@ class RedisBroker(Broker):
             batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
             try:
                 async with client.pipeline(transaction=False) as pipe:
-                    for channel, data in batch:
-                        pipe.publish(channel, data)
-                    await pipe.execute()
+                    for item in batch:
+                        if isinstance(item, _Positioned):
+                            keys, args = self._script_args(item)
+                            await self._publish_script(keys=keys, args=args, client=pipe)
+                        else:
+                            pipe.publish(*item)
+                    replies = await pipe.execute(raise_on_error=False)
             except asyncio.CancelledError:
+                pending.extendleft(reversed([i for i in batch if isinstance(i, _Positioned)]))
                 raise
             except _LOST as error:
-                # At most once: part of the batch may have gone out; resending
-                # could deliver it twice.
+                # At most once for plain messages: part of the batch may have
+                # gone out, and resending could deliver it twice. Messages of
+                # topics with history go again: the script applies each once.
                 self._lost(Link.PUBLISHER, error)
-                self._dropped += len(batch)
+                retried = [item for item in batch if isinstance(item, _Positioned)]
+                self._dropped += len(batch) - len(retried)
+                pending.extendleft(reversed(retried))
+                continue
             except Exception:
                 logger.exception(
                     "Redis broker dropped %d message(s) it could not publish: %s",
                     len(batch),
                     self.safe_url,
                 )
+                for item in batch:
+                    if isinstance(item, _Positioned):
+                        item.fail(ConnectionError("Redis refused the batch (see the log)"))
+                continue
+            for item, reply in zip(batch, replies, strict=True):
+                if not isinstance(item, _Positioned):
+                    continue
+                if isinstance(reply, Exception):
+                    logger.error(
+                        "Redis refused message %s of topic %r: %s", item.msgid, item.topic, reply
+                    )
+                    item.fail(reply)
+                else:
+                    self._applied(item, reply)
 
     async def _wait_until_reachable(self, client: Redis) -> None:
         attempt = 0
