@@ -161,13 +161,18 @@ async def member(
 ) -> None:
     """Welcome the member, replay what it missed, then relay its text until it leaves."""
     topic = topic_of(room)
-    joined = await ws.subscribe(
-        topic,
-        since=since,
-        hold=True,  # the welcome goes first
-        presence={"name": name},
-        presence_events=presence_frame if watch else False,
-    )
+    try:
+        joined = await ws.subscribe(
+            topic,
+            since=since,
+            hold=True,  # the welcome goes first
+            presence={"name": name},
+            presence_events=presence_frame if watch else False,
+        )
+    except ConnectionError as error:  # the broker (Redis) is unreachable: no position
+        log.warning("Member %s could not join room %r: %s", ws.id, room, error)
+        await ws.close(CloseCode.TRY_AGAIN_LATER, "rooms are unavailable; try again")
+        return
     assert joined.position is not None  # rooms keep history
     welcome: dict[str, Any] = {
         "type": "welcome",

@@ -257,14 +257,22 @@ class Fanout:
             assert recovery is not None
             subscription.topics.add(topic)
             self._topics.setdefault(topic, set())
-            if presence_events is not None and hub is not None:
-                # Before the snapshot a session may take: no event falls between.
-                await hub.watch(subscription, topic, presence_events)
-            result = await recovery.subscribe(subscription, topic, policy, since, hold=True)
-            if topic not in subscription.topics:
-                return result  # left while joining
-            if presence is not None and hub is not None:
+
+            async def watch() -> None:
+                # As a joiner, before any snapshot the session may take: the
+                # events are buffered for it, and none falls between.
+                if presence_events is not None and hub is not None:
+                    await hub.watch(subscription, topic, presence_events)
+
+            result = await recovery.subscribe(
+                subscription, topic, policy, since, hold=True, before=watch
+            )
+            if presence is not None and hub is not None and self._still_in(subscription, topic):
                 await hub.join(subscription, topic, presence)
+            if not self._still_in(subscription, topic):
+                if hub is not None:
+                    hub.leave(subscription, topic)  # it left while joining
+                return result
             if not hold:
                 recovery.resume(subscription, topic)
             return result
@@ -273,7 +281,14 @@ class Fanout:
                 await hub.watch(subscription, topic, presence_events)
             if presence is not None:
                 await hub.join(subscription, topic, presence)
+            if not self._still_in(subscription, topic):
+                hub.leave(subscription, topic)
         return result
+
+    def _still_in(self, subscription: Subscription, topic: str) -> bool:
+        return (
+            self._by_session.get(subscription.ws) is subscription and topic in subscription.topics
+        )
 
     def resume(self, ws: WebSocket, topic: str) -> int:
         """Deliver what a held subscription (``hold=True``) is owed, then live messages.

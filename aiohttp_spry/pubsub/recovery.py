@@ -26,7 +26,7 @@ import contextlib
 import enum
 import secrets
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from ..log import pubsub_logger as logger
@@ -44,6 +44,14 @@ GAP_CLOSE: Final = 1012
 GAP_REASON: Final = "topic history lost; reconnect with since"
 _RETRY_MIN: Final = 0.1
 _RETRY_MAX: Final = 2.0
+#: Seconds a subscribe with history waits for an unreachable broker before giving up.
+READ_PATIENCE: Final = 5.0
+
+
+def _is_connection_error(error: Exception) -> bool:
+    # redis-py's errors (ConnectionError, TimeoutError) do not derive from the
+    # builtins; recognise them by name rather than importing redis here.
+    return any(cls.__name__ in ("ConnectionError", "TimeoutError") for cls in type(error).__mro__)
 
 
 class LogState(enum.Enum):
@@ -333,26 +341,40 @@ class Recovery:
         policy: HistoryPolicy,
         since: Position | None,
         hold: bool,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> SubscribeResult:
-        """Join ``topic`` (already in the subscription's topics, not yet live)."""
+        """Join ``topic`` (already in the subscription's topics, not yet live).
+
+        ``before`` runs once the session is a joiner (so what it causes, such as
+        presence events, is buffered for it too) and before its replay is read.
+
+        Raises:
+            ConnectionError: the broker could not be read for ``READ_PATIENCE``
+                seconds (Redis down): the position is unknown.
+        """
         log = self._logs.get(topic)
         if log is None:
             log = self._logs[topic] = TopicLog(topic, policy)
         joiner = log.joiners[subscription] = Joiner(subscription)
-        if log.can_serve(since):
-            recovered, joiner.replay = log.local_replay(since)
-            joiner.position = log.position
-        else:
-            try:
+        try:
+            if before is not None:
+                await before()
+            if log.can_serve(since):
+                recovered, joiner.replay = log.local_replay(since)
+                joiner.position = log.position
+                read = None
+            else:
                 await self.broker.subscribe(topic)
-                read = await self.broker.read_history(topic, since, policy)
-            except BaseException:
-                log.joiners.pop(subscription, None)
-                self.fanout.unsubscribe(subscription.ws, topic)
-                raise
-            if log.joiners.get(subscription) is not joiner:
-                # Left (or closed) while reading: nothing to deliver.
-                return SubscribeResult(False if since is not None else None, read.position)
+                read = await self._read(topic, since, policy)
+        except BaseException:
+            log.joiners.pop(subscription, None)
+            self.fanout.unsubscribe(subscription.ws, topic)
+            raise
+        if log.joiners.get(subscription) is not joiner:
+            # Left (or closed) while joining: nothing to deliver.
+            position = read.position if read is not None else log.position
+            return SubscribeResult(False if since is not None else None, position)
+        if read is not None:
             if log.position is None:
                 log.position = read.position
             recovered = None if since is None else read.recovers(since)
@@ -366,6 +388,28 @@ class Recovery:
         if not hold:
             self.resume(subscription, topic)
         return result
+
+    async def _read(self, topic: str, since: Position | None, policy: HistoryPolicy) -> HistoryRead:
+        """Read the history, retrying with backoff for up to ``READ_PATIENCE`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READ_PATIENCE
+        attempt = 0
+        while True:
+            try:
+                return await self.broker.read_history(topic, since, policy)
+            except (ConnectionError, OSError, asyncio.TimeoutError) as error:
+                failure: Exception = error
+            except Exception as error:
+                if not _is_connection_error(error):
+                    raise
+                failure = error
+            if loop.time() >= deadline:
+                raise ConnectionError(
+                    f"topic {topic!r}: the broker's history could not be read for "
+                    f"{READ_PATIENCE}s ({type(failure).__name__}: {failure}); try again later"
+                ) from failure
+            await asyncio.sleep(min(_RETRY_MAX, _RETRY_MIN * 2**attempt))
+            attempt += 1
 
     def holding(self, subscription: Subscription, topic: str) -> bool:
         log = self._logs.get(topic)

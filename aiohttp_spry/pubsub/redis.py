@@ -46,7 +46,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from yarl import URL
 
 from ..log import pubsub_logger as logger
@@ -184,6 +184,7 @@ class RedisBroker(Broker):
         self._rules: HistoryRules | None = None
         self._present: dict[str, dict[str, bytes]] = {}
         self._watched: set[str] = set()
+        self._routing = False  # whether received messages may be positioned or presence
         self._has_pending = asyncio.Event()
         # Outage bookkeeping: which connections are down, since when, losses.
         self._down: set[Link] = set()
@@ -341,6 +342,7 @@ class RedisBroker(Broker):
     def attach(self, listener: Listener, rules: HistoryRules) -> None:
         self._listener = listener
         self._rules = rules if rules else None
+        self._routing = self._rules is not None or bool(self._watched)
 
     def _key(self, topic: str, suffix: bytes) -> bytes:
         # The hash tag {topic}: every key of one topic on one cluster slot.
@@ -378,7 +380,12 @@ class RedisBroker(Broker):
     def _applied(self, item: _Positioned, reply: Any) -> None:
         epoch, offset, again = reply[0].decode(), int(reply[1]), int(reply[2])
         if again:
-            logger.debug("Redis had message %s already (a retry): applied once", item.msgid)
+            logger.info(
+                "Redis had message %s of topic %r already (a retry after a broken link): "
+                "applied once",
+                item.msgid,
+                item.topic,
+            )
         if item.future is None or item.future.done():
             return
         if offset < 0:
@@ -487,10 +494,12 @@ class RedisBroker(Broker):
 
     async def watch_presence(self, topic: str) -> None:
         self._watched.add(topic)
+        self._routing = self._listener is not None
         await self._subscribe_channel(self._presence_channel(topic))
 
     def unwatch_presence(self, topic: str) -> None:
         self._watched.discard(topic)
+        self._routing = self._rules is not None or bool(self._watched)
         self._wanted.discard(self._presence_channel(topic))
         self._changed.set()
 
@@ -643,16 +652,29 @@ class RedisBroker(Broker):
             attempt += 1
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        if self._listener is not None:
+        # Only an application with history rules or watched presence pays for this.
+        if self._routing:
             rest = channel[len(self.channel_prefix) :]
-            if rest[:3] == _PRESENCE:
-                self._on_presence(rest[3:].decode(), data)
-                return
-            if self._rules is not None:
-                topic = rest.decode()
-                if self._rules.policy(topic) is not None:
-                    self._on_positioned(topic, data)
+            try:
+                if rest[:3] == _PRESENCE:
+                    self._on_presence(rest[3:].decode(), data)
                     return
+                if self._rules is not None:
+                    topic = rest.decode()
+                    if self._rules.policy(topic) is not None:
+                        self._on_positioned(topic, data)
+                        return
+            except (ValueError, KeyError, IndexError) as error:
+                # Another application's format on our prefix (say one without the
+                # history rule): never a reason to drop the connection.
+                logger.warning(
+                    "Redis broker ignored a malformed message on %r (%s: %s); do all "
+                    "processes declare the same history rules?",
+                    channel,
+                    type(error).__name__,
+                    error,
+                )
+                return
         if data[:_NODE_BYTES] == self._node:
             return  # from this process: delivered locally when it was published
         assert self._deliver is not None
@@ -718,8 +740,10 @@ class RedisBroker(Broker):
                 async with client.pipeline(transaction=False) as pipe:
                     for item in batch:
                         if isinstance(item, _Positioned):
+                            # EVALSHA itself: redis-py's Script in a pipeline asks
+                            # SCRIPT EXISTS first, one more round trip per batch.
                             keys, args = self._script_args(item)
-                            await self._publish_script(keys=keys, args=args, client=pipe)
+                            pipe.evalsha(self._publish_script.sha, len(keys), *keys, *args)
                         else:
                             pipe.publish(*item)
                     replies = await pipe.execute(raise_on_error=False)
@@ -745,8 +769,20 @@ class RedisBroker(Broker):
                     if isinstance(item, _Positioned):
                         item.fail(ConnectionError("Redis refused the batch (see the log)"))
                 continue
+            unknown = [
+                item
+                for item, reply in zip(batch, replies, strict=True)
+                if isinstance(item, _Positioned) and isinstance(reply, NoScriptError)
+            ]
+            if unknown:
+                # A Redis that restarted (or flushed its scripts): load it, send them again.
+                pending.extendleft(reversed(unknown))
+                try:
+                    await client.script_load(redis_scripts.PUBLISH)
+                except _LOST as error:
+                    self._lost(Link.PUBLISHER, error)
             for item, reply in zip(batch, replies, strict=True):
-                if not isinstance(item, _Positioned):
+                if not isinstance(item, _Positioned) or isinstance(reply, NoScriptError):
                     continue
                 if isinstance(reply, Exception):
                     logger.error(

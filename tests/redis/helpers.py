@@ -432,6 +432,9 @@ class TcpProxy:
         #: Seconds before a new connection is forwarded (a slow or distant Redis).
         self.connect_delay = connect_delay
         self.port = free_port()
+        #: While set, what Redis answers is read and thrown away (requests still go
+        #: through): Redis applies a command, and its reply never arrives.
+        self.swallow_replies = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -475,8 +478,8 @@ class TcpProxy:
             return
         self._writers.add(up_writer)
         loop = asyncio.get_running_loop()
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = loop.create_task(self._pipe(source, sink, (writer, up_writer)))
+        for source, sink, replies in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = loop.create_task(self._pipe(source, sink, (writer, up_writer), replies))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -485,9 +488,12 @@ class TcpProxy:
         source: asyncio.StreamReader,
         sink: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        replies: bool,
     ) -> None:
         try:
             while chunk := await source.read(65536):
+                if replies and self.swallow_replies:
+                    continue
                 sink.write(chunk)
                 await sink.drain()
         except OSError:
