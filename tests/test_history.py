@@ -305,6 +305,8 @@ async def test_a_position_the_history_cannot_serve_is_not_recovered(serve: Clien
             assert [m["n"] for m in await receive_all(ws, 5)] == [5, 6, 7, 8, 9]
         await nothing_more(ws)
         await ws.close()
+    stats = client.app[FANOUT_KEY].history_stats()
+    assert (stats["recovered"], stats["not_recovered"], stats["replayed"]) == (1, 3, 5)
 
 
 async def test_hold_sends_nothing_until_resume_and_then_nothing_twice(
@@ -510,6 +512,7 @@ async def test_presence_lists_members_counts_them_and_sends_events_only_to_watch
         s_first["id"]: {"name": "sil"},
     }
     assert await Spry.presence_count(client.app, "h:p") == 2
+    assert client.app[FANOUT_KEY].history_stats()["present_here"] == 2
     await silent.close()
     left = await watcher.receive_json(timeout=TIMEOUT)
     assert left["type"] == "leave" and left["member"]["id"] == s_first["id"]

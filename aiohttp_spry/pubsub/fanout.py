@@ -32,7 +32,7 @@ from .broker import Broker
 from .history import HistoryRules
 from .positions import Position, SubscribeResult
 from .presence import PresenceEvent, PresenceFormat, PresenceHub
-from .recovery import Recovery, close_quietly
+from .recovery import Recovery, RecoveryCounters, close_quietly
 
 if TYPE_CHECKING:
     from ..websocket.session import WebSocket
@@ -420,6 +420,15 @@ class Fanout:
         """How many sessions are present in ``topic``, in every process."""
         check_topic(topic)
         return await self.broker.presence_count(topic)
+
+    def history_stats(self) -> dict[str, int]:
+        """Counters for metrics: recoveries (``recovered``, ``not_recovered``, ``replayed``,
+        ``caught_up``, ``gaps_closed``) and ``present_here`` (presences this process holds).
+        All 0 while the application uses neither history nor presence."""
+        counters = self._recovery.counters if self._recovery is not None else RecoveryCounters()
+        stats = counters.as_dict()
+        stats["present_here"] = self._presence.present_here() if self._presence is not None else 0
+        return stats
 
     def position(self, topic: str) -> Position | None:
         """The last position delivered in this process for ``topic`` (``None``: unknown)."""

@@ -152,6 +152,10 @@ class PresenceHub:
     def check(info: object) -> None:
         check_info(info)
 
+    def present_here(self) -> int:
+        """How many (session, topic) presences this process holds."""
+        return sum(len(members) for members in self._local.values())
+
     def watchers(self, topic: str) -> int:
         return sum(len(group) for group in self._watchers.get(topic, {}).values())
 

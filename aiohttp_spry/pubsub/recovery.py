@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
 from ..log import pubsub_logger as logger
 from .envelope import Kind, envelope, store
 from .history import HistoryPolicy, HistoryRead
@@ -170,10 +172,41 @@ class TopicLog:
         return position.offset - since.offset <= len(self.frames)
 
 
+@attrs.define(slots=True)
+class RecoveryCounters:
+    """Plain counters since the application started (for metrics; read with ``as_dict()``).
+
+    Attributes:
+        recovered: subscribes with ``since`` that got every missed message.
+        not_recovered: subscribes with ``since`` answered ``recovered=False``.
+        replayed: messages replayed to those sessions.
+        caught_up: messages this process read from the history after a gap.
+        gaps_closed: sessions closed with 1012 because the history could not fill a gap.
+    """
+
+    recovered: int = 0
+    not_recovered: int = 0
+    replayed: int = 0
+    caught_up: int = 0
+    gaps_closed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return attrs.asdict(self)
+
+
 class Recovery:
     """The topics with history of one application's fan-out (owned by :class:`Fanout`)."""
 
-    __slots__ = ("_counted", "_counting", "_logs", "_node", "_seq", "broker", "fanout")
+    __slots__ = (
+        "_counted",
+        "_counting",
+        "_logs",
+        "_node",
+        "_seq",
+        "broker",
+        "counters",
+        "fanout",
+    )
 
     def __init__(self, fanout: Fanout, broker: Broker) -> None:
         self.fanout = fanout
@@ -184,6 +217,7 @@ class Recovery:
         # The message being published, for the count of a synchronous delivery.
         self._counting = ""
         self._counted = 0
+        self.counters = RecoveryCounters()
 
     def log(self, topic: str) -> TopicLog | None:
         return self._logs.get(topic)
@@ -313,10 +347,12 @@ class Recovery:
                     log, Position(epoch, entry.offset), entry.kind, entry.payload, entry.msgid
                 )
                 caught += 1
+            self.counters.caught_up += caught
             if caught:
                 logger.info("Topic %r: caught up %d message(s) from the history", topic, caught)
         else:
             closing = self.fanout.close_topic(topic, GAP_CLOSE, GAP_REASON)
+            self.counters.gaps_closed += closing
             logger.warning(
                 "Topic %r: the history cannot fill the gap after %s (now %s); closing %d "
                 "local session(s) with 1012 so they resubscribe with since= (recovered: false)",
@@ -385,6 +421,12 @@ class Recovery:
                     text = envelope(entry.kind, entry.payload, Position(epoch, entry.offset))
                     joiner.replay.append((self.fanout.frame(text), text))
         result = SubscribeResult(recovered, joiner.position, len(joiner.replay))
+        counters = self.counters
+        if recovered:
+            counters.recovered += 1
+            counters.replayed += result.replayed
+        elif recovered is False:
+            counters.not_recovered += 1
         if not hold:
             self.resume(subscription, topic)
         return result
