@@ -177,7 +177,8 @@ class RedisBroker(Broker):
         self._confirmed: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._changed = asyncio.Event()
-        self._pending: deque[tuple[bytes, bytes] | _Positioned] = deque()
+        self._pending: deque[tuple[bytes, bytes]] = deque()
+        self._positioned: deque[_Positioned] = deque()
         # History and presence (attach()): the listener, the rules, the scripts,
         # and this process's present sessions (topic → id → info JSON).
         self._listener: Listener | None = None
@@ -259,16 +260,16 @@ class RedisBroker(Broker):
         if pending:
             logger.warning("Redis broker tasks did not stop: %s", [t.get_name() for t in pending])
         self._tasks = []
-        if self._pending:
+        if self._pending or self._positioned:
             logger.warning(
                 "Redis broker closing with %d unsent message(s): %s",
-                len(self._pending),
+                len(self._pending) + len(self._positioned),
                 self.safe_url,
             )
-            for item in self._pending:
-                if isinstance(item, _Positioned):
-                    item.fail(ConnectionError("the Redis broker closed before Redis had it"))
+            for item in self._positioned:
+                item.fail(ConnectionError("the Redis broker closed before Redis had it"))
             self._pending.clear()
+            self._positioned.clear()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -318,24 +319,24 @@ class RedisBroker(Broker):
     def publish(self, topic: str, payload: bytes, binary: bool) -> None:
         pending = self._pending
         if len(pending) >= self.max_pending:
-            self._drop_oldest()
+            pending.popleft()
+            self._dropped += 1
         pending.append(
             (self._channel(topic), self._node + (_BINARY if binary else _TEXT) + payload)
         )
         self._has_pending.set()
 
-    def _drop_oldest(self) -> None:
-        dropped = self._pending.popleft()
+    def _drop_oldest_positioned(self) -> None:
+        dropped = self._positioned.popleft()
         self._dropped += 1
-        if isinstance(dropped, _Positioned):
-            logger.warning(
-                "Redis broker buffer full (max_pending=%d): dropped message %s of topic %r "
-                "before Redis had it (it has no position; nobody sees a gap)",
-                self.max_pending,
-                dropped.msgid,
-                dropped.topic,
-            )
-            dropped.fail(ConnectionError("dropped: the Redis broker's buffer was full"))
+        logger.warning(
+            "Redis broker buffer full (max_pending=%d): dropped message %s of topic %r "
+            "before Redis had it (it has no position; nobody sees a gap)",
+            self.max_pending,
+            dropped.msgid,
+            dropped.topic,
+        )
+        dropped.fail(ConnectionError("dropped: the Redis broker's buffer was full"))
 
     # -- history ---------------------------------------------------------------------
 
@@ -352,9 +353,9 @@ class RedisBroker(Broker):
         self, topic: str, message: Stored, msgid: str, policy: HistoryPolicy, *, ack: bool
     ) -> asyncio.Future[Position] | None:
         future = asyncio.get_running_loop().create_future() if ack else None
-        if len(self._pending) >= self.max_pending:
-            self._drop_oldest()
-        self._pending.append(_Positioned(topic, message, msgid, policy, future))
+        if len(self._positioned) >= self.max_pending:
+            self._drop_oldest_positioned()
+        self._positioned.append(_Positioned(topic, message, msgid, policy, future))
         self._has_pending.set()
         return future
 
@@ -720,13 +721,17 @@ class RedisBroker(Broker):
                 logger.exception("Redis broker could not (un)subscribe: %s", self.safe_url)
 
     async def _publish_forever(self) -> None:
-        """Send pending messages in order, in pipelined batches; wait out outages."""
+        """Send pending messages in order, in pipelined batches; wait out outages.
+
+        Messages of topics without history and with history wait apart, so the
+        first kind goes exactly the way it always did.
+        """
         assert self._client is not None
         client = self._client
-        pending = self._pending
+        pending, positioned = self._pending, self._positioned
         while not self._closing:
             await self._has_pending.wait()
-            if not pending or self._closing:
+            if not (pending or positioned) or self._closing:
                 self._has_pending.clear()
                 continue
             if self._down:
@@ -735,62 +740,84 @@ class RedisBroker(Broker):
                 await self._wait_until_reachable(client)
                 if self._closing:
                     break
-            batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
-            try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for item in batch:
-                        if isinstance(item, _Positioned):
-                            # EVALSHA itself: redis-py's Script in a pipeline asks
-                            # SCRIPT EXISTS first, one more round trip per batch.
-                            keys, args = self._script_args(item)
-                            pipe.evalsha(self._publish_script.sha, len(keys), *keys, *args)
-                        else:
-                            pipe.publish(*item)
-                    replies = await pipe.execute(raise_on_error=False)
-            except asyncio.CancelledError:
-                pending.extendleft(reversed([i for i in batch if isinstance(i, _Positioned)]))
-                raise
-            except _LOST as error:
-                # At most once for plain messages: part of the batch may have
-                # gone out, and resending could deliver it twice. Messages of
-                # topics with history go again: the script applies each once.
-                self._lost(Link.PUBLISHER, error)
-                retried = [item for item in batch if isinstance(item, _Positioned)]
-                self._dropped += len(batch) - len(retried)
-                pending.extendleft(reversed(retried))
-                continue
-            except Exception:
-                logger.exception(
-                    "Redis broker dropped %d message(s) it could not publish: %s",
-                    len(batch),
-                    self.safe_url,
-                )
+            if pending:
+                await self._publish_batch(client, pending)
+            if positioned and not self._down:
+                await self._publish_positioned_batch(client, positioned)
+
+    async def _publish_batch(self, client: Redis, pending: deque[tuple[bytes, bytes]]) -> None:
+        batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for channel, data in batch:
+                    pipe.publish(channel, data)
+                await pipe.execute()
+        except asyncio.CancelledError:
+            raise
+        except _LOST as error:
+            # At most once: part of the batch may have gone out; resending
+            # could deliver it twice.
+            self._lost(Link.PUBLISHER, error)
+            self._dropped += len(batch)
+        except Exception:
+            logger.exception(
+                "Redis broker dropped %d message(s) it could not publish: %s",
+                len(batch),
+                self.safe_url,
+            )
+
+    async def _publish_positioned_batch(
+        self, client: Redis, positioned: deque[_Positioned]
+    ) -> None:
+        """One pipelined batch of publish scripts; what Redis may not have is sent again."""
+        batch = [positioned.popleft() for _ in range(min(_BATCH, len(positioned)))]
+        try:
+            async with client.pipeline(transaction=False) as pipe:
                 for item in batch:
-                    if isinstance(item, _Positioned):
-                        item.fail(ConnectionError("Redis refused the batch (see the log)"))
+                    # EVALSHA itself: redis-py's Script in a pipeline asks
+                    # SCRIPT EXISTS first, one more round trip per batch.
+                    keys, args = self._script_args(item)
+                    pipe.evalsha(self._publish_script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            positioned.extendleft(reversed(batch))
+            raise
+        except _LOST as error:
+            # Part of the batch may have been applied: the script recognises those.
+            self._lost(Link.PUBLISHER, error)
+            positioned.extendleft(reversed(batch))
+            return
+        except Exception:
+            logger.exception(
+                "Redis broker could not publish %d message(s) with history: %s",
+                len(batch),
+                self.safe_url,
+            )
+            for item in batch:
+                item.fail(ConnectionError("Redis refused the batch (see the log)"))
+            return
+        unknown = [
+            item
+            for item, reply in zip(batch, replies, strict=True)
+            if isinstance(reply, NoScriptError)
+        ]
+        if unknown:
+            # A Redis that restarted (or flushed its scripts): load it, send them again.
+            positioned.extendleft(reversed(unknown))
+            try:
+                await client.script_load(redis_scripts.PUBLISH)
+            except _LOST as error:
+                self._lost(Link.PUBLISHER, error)
+        for item, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, NoScriptError):
                 continue
-            unknown = [
-                item
-                for item, reply in zip(batch, replies, strict=True)
-                if isinstance(item, _Positioned) and isinstance(reply, NoScriptError)
-            ]
-            if unknown:
-                # A Redis that restarted (or flushed its scripts): load it, send them again.
-                pending.extendleft(reversed(unknown))
-                try:
-                    await client.script_load(redis_scripts.PUBLISH)
-                except _LOST as error:
-                    self._lost(Link.PUBLISHER, error)
-            for item, reply in zip(batch, replies, strict=True):
-                if not isinstance(item, _Positioned) or isinstance(reply, NoScriptError):
-                    continue
-                if isinstance(reply, Exception):
-                    logger.error(
-                        "Redis refused message %s of topic %r: %s", item.msgid, item.topic, reply
-                    )
-                    item.fail(reply)
-                else:
-                    self._applied(item, reply)
+            if isinstance(reply, Exception):
+                logger.error(
+                    "Redis refused message %s of topic %r: %s", item.msgid, item.topic, reply
+                )
+                item.fail(reply)
+            else:
+                self._applied(item, reply)
 
     async def _wait_until_reachable(self, client: Redis) -> None:
         attempt = 0
