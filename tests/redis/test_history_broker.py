@@ -8,7 +8,11 @@ import logging
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from aiohttp_spry import Spry
+from aiohttp_spry.pubsub import FANOUT_KEY
+from aiohttp_spry.pubsub.redis import RedisBroker
 from example_app.main import create_app
 from tests.support.polling import eventually
 from tests.support.procs import HOST
@@ -141,3 +145,35 @@ async def test_a_malformed_message_on_a_history_topic_is_logged_and_dropped(
     assert [m["text"] for m in member.messages()] == ["still here"]
     assert not warnings(caplog, LOST)  # the connection was not dropped for it
     await member.leave()
+
+
+async def test_past_max_pending_the_oldest_message_with_history_is_dropped_and_its_ack_fails(
+    redis_server: RedisProcess, serve_app: ServeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What can still be lost, said out loud: past ``max_pending`` while Redis is away,
+    the oldest waiting message never gets a position, its publisher's ``ack`` raises and
+    a WARNING names it; the rest are numbered once Redis is back, without a hole."""
+    caplog.set_level(logging.WARNING, logger="aiohttp_spry.pubsub")
+    proxy = TcpProxy(redis_server.port)
+    await proxy.start()
+    app = web.Application()
+    spry = Spry(app, broker=RedisBroker(proxy.url, max_pending=3, reconnect_max=0.2))
+    spry.history("h:", size=10, ttl=60)
+    await serve_app(app)
+    await wait_subscriber_connections(redis_server, 1)
+    fanout = app[FANOUT_KEY]
+    try:
+        await proxy.cut()
+        await eventually(lambda: bool(warnings(caplog, LOST)), what="the outage WARNING")
+        acks = [asyncio.ensure_future(fanout.publish_positioned("h:x", {"n": n})) for n in range(5)]
+        await asyncio.sleep(0)
+        for dropped in acks[:2]:
+            with pytest.raises(ConnectionError, match="buffer was full"):
+                await dropped
+        await proxy.restore()
+        positions = await asyncio.wait_for(asyncio.gather(*acks[2:]), 15.0)
+    finally:
+        await proxy.close()
+    assert [p.offset for p in positions] == [1, 2, 3]
+    full = warnings(caplog, "buffer full")
+    assert len(full) == 2 and all("'h:x'" in line for line in full), full
