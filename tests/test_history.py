@@ -433,12 +433,14 @@ class Lossy:
 class LossyBroker(MemoryBroker):
     """A memory broker whose deliveries can lose messages, and whose history can be lost."""
 
-    __slots__ = ("forget", "lossy")
+    __slots__ = ("forget", "gate", "lossy", "reads")
 
     def __init__(self) -> None:
         super().__init__()
         self.lossy: Lossy | None = None
         self.forget = False
+        self.reads = 0
+        self.gate: asyncio.Event | None = None  # while set to an unset Event, reads wait
 
     def attach(self, listener: Listener, rules: HistoryRules) -> None:
         self.lossy = Lossy(listener)
@@ -447,6 +449,9 @@ class LossyBroker(MemoryBroker):
     async def read_history(
         self, topic: str, since: Position | None, policy: HistoryPolicy
     ) -> HistoryRead:
+        self.reads += 1
+        if self.gate is not None:
+            await self.gate.wait()
         read = await super().read_history(topic, since, policy)
         if self.forget:  # as after a Redis restart without persistence
             return HistoryRead(Position("newlife", 0), ())
@@ -466,6 +471,29 @@ async def test_a_message_lost_on_the_way_is_read_from_the_history_in_order(
         await spry.publish(client.app, "h:lossy", {"n": n})
     got = await receive_all(ws, 4)
     assert [(m["n"], m["offset"]) for m in got] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    await nothing_more(ws)
+    await ws.close()
+
+
+async def test_a_link_that_breaks_again_during_a_catch_up_makes_it_read_once_more(
+    serve: ClientFactory,
+) -> None:
+    broker = LossyBroker()
+    spry = history_app(Spry(broker=broker))
+    client = await serve(spry)
+    ws, _ = await connect(client, "h:again")
+    assert broker.lossy is not None
+    reads_before = broker.reads
+    broker.lossy.lose, broker.gate = {2}, asyncio.Event()
+    for n in (1, 2, 3):
+        await spry.publish(client.app, "h:again", {"n": n})
+    await eventually(lambda: broker.reads == reads_before + 1, what="the catch-up reading")
+    client.app[FANOUT_KEY].resync("h:again")  # the broker's link broke again meanwhile
+    await spry.publish(client.app, "h:again", {"n": 4})  # held during the catch-up
+    broker.gate.set()
+    got = await receive_all(ws, 4)
+    assert [(m["n"], m["offset"]) for m in got] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert broker.reads == reads_before + 2  # read once more after the second break
     await nothing_more(ws)
     await ws.close()
 

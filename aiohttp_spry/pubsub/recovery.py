@@ -99,6 +99,7 @@ class TopicLog:
     """
 
     __slots__ = (
+        "again",
         "excluded",
         "frames",
         "held",
@@ -120,6 +121,7 @@ class TopicLog:
         self.state = LogState.LIVE
         self.held: list[Arrival] = []
         self.suspect = False
+        self.again = False
 
     def accept(self, position: Position) -> Verdict:
         """What to do with a message at ``position`` from the broker."""
@@ -219,9 +221,6 @@ class Recovery:
         self._counted = 0
         self.counters = RecoveryCounters()
 
-    def log(self, topic: str) -> TopicLog | None:
-        return self._logs.get(topic)
-
     def has_joiners(self, topic: str) -> bool:
         log = self._logs.get(topic)
         return log is not None and bool(log.joiners)
@@ -294,6 +293,8 @@ class Recovery:
         log.suspect = True
         if log.state is LogState.LIVE:
             self._catch_up(log)
+        else:
+            log.again = True  # the link broke again during a catch-up: one more
 
     def _emit(
         self, log: TopicLog, position: Position, kind: Kind, payload: bytes, msgid: str
@@ -303,11 +304,10 @@ class Recovery:
         log.record(position, frame, text)
         for joiner in log.joiners.values():
             joiner.buffer.append((position, frame, text))
-        if len(log.joiners) and self.fanout.max_queued:
-            for joiner in [
-                j for j in log.joiners.values() if len(j.buffer) > self.fanout.max_queued
-            ]:
-                self.fanout.overflow(joiner.subscription)
+        if log.joiners:
+            limit = self.fanout.max_queued
+            for joiner in [j for j in log.joiners.values() if len(j.buffer) > limit]:
+                self.fanout.overflow(joiner.subscription)  # held too long, or too slow
         count = self.fanout.fan_out_frame(log.topic, frame, text, log.excluded.pop(msgid, None))
         if msgid == self._counting:
             self._counted = count
@@ -362,6 +362,12 @@ class Recovery:
                 closing,
             )
             log.reset(read.position)
+        if log.again:
+            # What this read saw may predate the latest break: read once more,
+            # still holding what arrives, still suspecting an epoch change.
+            log.again = False
+            self.fanout.spawn(self._run_catch_up(log))
+            return
         log.suspect = False
         log.state = LogState.LIVE
         held, log.held = log.held, []
@@ -452,10 +458,6 @@ class Recovery:
                 ) from failure
             await asyncio.sleep(min(_RETRY_MAX, _RETRY_MIN * 2**attempt))
             attempt += 1
-
-    def holding(self, subscription: Subscription, topic: str) -> bool:
-        log = self._logs.get(topic)
-        return log is not None and subscription in log.joiners
 
     def resume(self, subscription: Subscription, topic: str) -> int:
         """Write what a joiner is owed (replay, then unseen live messages) and make it live.
