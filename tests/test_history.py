@@ -31,6 +31,8 @@ from aiohttp_spry.pubsub.recovery import TopicLog, Verdict
 
 from .conftest import ClientFactory
 from .support.polling import eventually
+from .support.rawws import RawWebSocket
+from .support.wire import CLOSE
 
 Client = TestClient[web.Request, web.Application]
 TIMEOUT = 5.0
@@ -610,4 +612,44 @@ async def test_a_presence_format_is_called_once_per_event_for_all_its_watchers(
     assert len(calls) == 1  # one frame for the three watchers
     assert new_id not in ids
     for ws in (*watchers, newcomer):
+        await ws.close()
+
+
+async def test_a_subscriber_closed_for_being_slow_comes_back_with_since_and_loses_nothing(
+    serve: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The slow path carries the framed message (with its position) too; and a session
+    closed with 1008 for not keeping up recovers everything after its last position."""
+    caplog.set_level(logging.WARNING, "aiohttp_spry.pubsub")
+    spry = history_app(Spry(max_queued=8))
+    client = await serve(spry)
+    reader, first = await connect(client, "h:fire")
+    epoch = parse_position(first["joined"]).epoch
+    stalled = await RawWebSocket.connect("127.0.0.1", client.port)
+    assert (await stalled.request("/t/h:fire")).status == 101
+    await eventually(lambda: len(Spry.subscribers(client.app, "h:fire")) == 2, what="two")
+    chunk = "z" * (256 * 1024)
+    published = 0
+    for index in range(400):
+        await spry.publish(client.app, "h:fire", f"{index}:{chunk}")
+        published += 1
+        assert (await reader.receive_json(timeout=TIMEOUT))["offset"] == index + 1
+        if any("too slow" in r.getMessage() for r in caplog.records):
+            break
+    hello = await stalled.read_frame()
+    assert "joined" in json.loads(hello.payload)
+    delivered = 0
+    while (frame := await stalled.read_frame()).opcode != CLOSE:
+        message = json.loads(frame.payload)
+        assert message["offset"] == delivered + 1 and message["epoch"] == epoch
+        assert message["data"] == f"{delivered}:{chunk}"
+        delivered += 1
+    assert frame.close_code == 1008 and 0 < delivered < published
+    await stalled.aclose()
+    back, welcome = await connect(client, "h:fire", since=f"{epoch}:{delivered}")
+    assert welcome["recovered"] is True
+    replay = await receive_all(back, published - delivered)
+    assert [m["offset"] for m in replay] == list(range(delivered + 1, published + 1))
+    await nothing_more(back)
+    for ws in (back, reader):
         await ws.close()
