@@ -653,3 +653,12 @@ async def test_a_subscriber_closed_for_being_slow_comes_back_with_since_and_lose
     await nothing_more(back)
     for ws in (back, reader):
         await ws.close()
+
+
+def test_redis_presence_settings_are_checked() -> None:
+    from aiohttp_spry.pubsub.redis import RedisBroker
+
+    for refresh, ttl in ((15.0, 15.0), (0.0, 15.0), (20.0, 15.0)):
+        with pytest.raises(ValueError, match="presence_refresh and presence_ttl"):
+            RedisBroker("redis://127.0.0.1:1/0", presence_refresh=refresh, presence_ttl=ttl)
+    assert RedisBroker("redis://127.0.0.1:1/0").presence_ttl == 15.0
