@@ -35,8 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
-import math
 import secrets
 from collections import deque
 from collections.abc import Mapping
@@ -46,53 +44,24 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
-from redis.exceptions import NoScriptError, RedisError
 from yarl import URL
 
 from ..log import pubsub_logger as logger
-from . import redis_scripts
 from .broker import Broker, Deliver, Listener
-from .envelope import KINDS, Stored
-from .history import Entry, HistoryPolicy, HistoryRead, HistoryRules, new_epoch
+from .envelope import Stored
+from .history import HistoryPolicy, HistoryRead, HistoryRules
 from .positions import Position
-from .presence import PresenceChange, PresenceEvent
+from .redis_errors import LOST
+from .redis_history import RedisHistory
+from .redis_presence import PRESENCE_MARK, RedisPresence
 
-#: Errors that mean "Redis is unreachable or the connection broke".
-_LOST: Final = (RedisError, OSError, asyncio.TimeoutError)
+_LOST: Final = LOST
 _TEXT: Final = b"t"
 _BINARY: Final = b"b"
 _NODE_BYTES: Final = 8
 _BATCH: Final = 512
 _CLOSE_ATTEMPTS: Final = 5
 _CLOSE_WAIT: Final = 1.0
-#: Marks a topic's presence channel: ``<prefix>\x00p\x00<topic>``.
-_PRESENCE: Final = b"\x00p\x00"
-_PRESENCE_CHUNK: Final = 500
-_JOIN: Final = b"j"
-
-
-class _Positioned:
-    """A message of a topic with history waiting for Redis to take it."""
-
-    __slots__ = ("future", "message", "msgid", "policy", "topic")
-
-    def __init__(
-        self,
-        topic: str,
-        message: Stored,
-        msgid: str,
-        policy: HistoryPolicy,
-        future: asyncio.Future[Position] | None,
-    ) -> None:
-        self.topic = topic
-        self.message = message
-        self.msgid = msgid
-        self.policy = policy
-        self.future = future
-
-    def fail(self, error: BaseException) -> None:
-        if self.future is not None and not self.future.done():
-            self.future.set_exception(error)
 
 
 class Link(enum.Enum):
@@ -178,13 +147,12 @@ class RedisBroker(Broker):
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._changed = asyncio.Event()
         self._pending: deque[tuple[bytes, bytes]] = deque()
-        self._positioned: deque[_Positioned] = deque()
         # History and presence (attach()): the listener, the rules, the scripts,
         # and this process's present sessions (topic → id → info JSON).
         self._listener: Listener | None = None
         self._rules: HistoryRules | None = None
-        self._present: dict[str, dict[str, bytes]] = {}
-        self._watched: set[str] = set()
+        self._history = RedisHistory(self.channel_prefix, max_pending)
+        self._presence = RedisPresence(self.channel_prefix, presence_ttl)
         self._routing = False  # whether received messages may be positioned or presence
         self._has_pending = asyncio.Event()
         # Outage bookkeeping: which connections are down, since when, losses.
@@ -219,14 +187,8 @@ class RedisBroker(Broker):
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=self.connect_timeout,
         )
-        client = self._client
-        self._publish_script = client.register_script(redis_scripts.PUBLISH)
-        self._read_script = client.register_script(redis_scripts.READ)
-        self._join_script = client.register_script(redis_scripts.PRESENCE_JOIN)
-        self._refresh_script = client.register_script(redis_scripts.PRESENCE_REFRESH)
-        self._leave_script = client.register_script(redis_scripts.PRESENCE_LEAVE)
-        self._members_script = client.register_script(redis_scripts.PRESENCE_MEMBERS)
-        self._count_script = client.register_script(redis_scripts.PRESENCE_COUNT)
+        self._history.bind(self._client)
+        self._presence.bind(self._client)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._receive_forever(), name="aiohttp_spry redis subscriber"),
@@ -237,9 +199,9 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         # A clean shutdown: this process's sessions leave at once, not at expiry.
-        if self._present and self._client is not None and not self._down:
+        if self._presence.present and self._client is not None and not self._down:
             with contextlib.suppress(*_LOST):
-                await asyncio.wait_for(self._leave_all(), _CLOSE_WAIT)
+                await asyncio.wait_for(self._leave_all(self._client), _CLOSE_WAIT)
         self._closing = True
         # Close the connections first: an operation stuck on one fails at once.
         await self._drop_pubsub(self._pubsub)
@@ -260,16 +222,14 @@ class RedisBroker(Broker):
         if pending:
             logger.warning("Redis broker tasks did not stop: %s", [t.get_name() for t in pending])
         self._tasks = []
-        if self._pending or self._positioned:
+        if self._pending or self._history.queue:
             logger.warning(
                 "Redis broker closing with %d unsent message(s): %s",
-                len(self._pending) + len(self._positioned),
+                len(self._pending) + len(self._history.queue),
                 self.safe_url,
             )
-            for item in self._positioned:
-                item.fail(ConnectionError("the Redis broker closed before Redis had it"))
             self._pending.clear()
-            self._positioned.clear()
+            self._history.fail_all("the Redis broker closed before Redis had it")
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -326,201 +286,71 @@ class RedisBroker(Broker):
         )
         self._has_pending.set()
 
-    def _drop_oldest_positioned(self) -> None:
-        dropped = self._positioned.popleft()
-        self._dropped += 1
-        logger.warning(
-            "Redis broker buffer full (max_pending=%d): dropped message %s of topic %r "
-            "before Redis had it (it has no position; nobody sees a gap)",
-            self.max_pending,
-            dropped.msgid,
-            dropped.topic,
-        )
-        dropped.fail(ConnectionError("dropped: the Redis broker's buffer was full"))
-
-    # -- history ---------------------------------------------------------------------
+    # -- history (:mod:`.redis_history`) -------------------------------------------
 
     def attach(self, listener: Listener, rules: HistoryRules) -> None:
         self._listener = listener
         self._rules = rules if rules else None
-        self._routing = self._rules is not None or bool(self._watched)
-
-    def _key(self, topic: str, suffix: bytes) -> bytes:
-        # The hash tag {topic}: every key of one topic on one cluster slot.
-        return self.channel_prefix + b"{" + topic.encode() + b"}:" + suffix
+        self._routing = self._rules is not None or bool(self._presence.watched)
 
     def publish_positioned(
         self, topic: str, message: Stored, msgid: str, policy: HistoryPolicy, *, ack: bool
     ) -> asyncio.Future[Position] | None:
-        future = asyncio.get_running_loop().create_future() if ack else None
-        if len(self._positioned) >= self.max_pending:
-            self._drop_oldest_positioned()
-        self._positioned.append(_Positioned(topic, message, msgid, policy, future))
+        future, dropped = self._history.enqueue(topic, message, msgid, policy, ack)
+        if dropped:
+            self._dropped += 1
         self._has_pending.set()
         return future
-
-    def _script_args(self, item: _Positioned) -> tuple[list[bytes], list[bytes | str | int]]:
-        policy = item.policy
-        node, _, seq = item.msgid.rpartition("-")
-        keys = [self._key(item.topic, b"meta"), self._key(item.topic, b"stream")]
-        args: list[bytes | str | int] = [
-            self._channel(item.topic),
-            node,
-            seq,
-            item.message.kind.value,
-            item.message.payload,
-            policy.size,
-            math.ceil(policy.ttl),
-            math.ceil(policy.meta_ttl),
-            new_epoch(),
-            item.msgid,
-            policy.size + _BATCH * 4,
-        ]
-        return keys, args
-
-    def _applied(self, item: _Positioned, reply: Any) -> None:
-        epoch, offset, again = reply[0].decode(), int(reply[1]), int(reply[2])
-        if again:
-            logger.info(
-                "Redis had message %s of topic %r already (a retry after a broken link): "
-                "applied once",
-                item.msgid,
-                item.topic,
-            )
-        if item.future is None or item.future.done():
-            return
-        if offset < 0:
-            item.future.set_exception(
-                LookupError(f"message {item.msgid} was applied, but is no longer in the history")
-            )
-        else:
-            item.future.set_result(Position(epoch, offset))
 
     async def read_history(
         self, topic: str, since: Position | None, policy: HistoryPolicy
     ) -> HistoryRead:
         if self._client is None:
             raise ConnectionError(f"{self!r} is not started")
-        reply = await self._read_script(
-            keys=[self._key(topic, b"meta"), self._key(topic, b"stream")],
-            args=[
-                since.epoch if since is not None else "",
-                since.offset if since is not None else 0,
-                new_epoch(),
-                math.ceil(policy.meta_ttl),
-            ],
-            client=self._client,
-        )
-        epoch = reply[0].decode()
-        entries = []
-        for entry_id, fields in reply[2]:
-            values = dict(zip(fields[::2], fields[1::2], strict=True))
-            entries.append(
-                Entry(
-                    int(entry_id.split(b"-", 1)[0]),
-                    KINDS[values[b"k"]],
-                    values[b"d"],
-                    values[b"m"].decode(),
-                )
-            )
-        return HistoryRead(Position(epoch, int(reply[1])), tuple(entries))
+        return await self._history.read(self._client, topic, since, policy)
 
-    def _on_positioned(self, topic: str, data: bytes) -> None:
-        epoch, offset, msgid, rest = data.split(b"\n", 3)
-        assert self._listener is not None
-        self._listener.deliver_positioned(
-            topic, Position(epoch.decode(), int(offset)), KINDS[rest[:1]], rest[1:], msgid.decode()
-        )
+    # -- presence (:mod:`.redis_presence`) --------------------------------------------
 
-    # -- presence --------------------------------------------------------------------
-
-    def _presence_channel(self, topic: str) -> bytes:
-        return self.channel_prefix + _PRESENCE + topic.encode()
-
-    def _presence_keys(self, topic: str) -> list[bytes]:
-        return [self._key(topic, b"pz"), self._key(topic, b"ph")]
-
-    def _ttl_ms(self) -> int:
-        return math.ceil(self.presence_ttl * 1000)
+    def _reachable(self) -> Redis | None:
+        return None if self._client is None or self._down or self._closing else self._client
 
     async def presence_join(self, topic: str, id: str, info: Mapping[str, Any]) -> None:
-        encoded = json.dumps(dict(info), separators=(",", ":")).encode()
-        self._present.setdefault(topic, {})[id] = encoded
-        if self._client is None or self._down:
-            return  # the next refresh after the outage adds it
-        try:
-            await self._join_script(
-                keys=self._presence_keys(topic),
-                args=[self._presence_channel(topic), self._ttl_ms(), id, encoded],
-                client=self._client,
-            )
-        except _LOST as error:
-            logger.debug("Redis presence join of %s in %r deferred: %s", id, topic, error)
+        await self._presence.join(self._reachable(), topic, id, info)
 
     async def presence_leave(self, topic: str, id: str) -> None:
-        local = self._present.get(topic)
-        if local is not None:
-            local.pop(id, None)
-            if not local:
-                del self._present[topic]
-        if self._client is None or self._closing:
-            return
-        try:
-            await self._leave_script(
-                keys=self._presence_keys(topic),
-                args=[self._presence_channel(topic), id],
-                client=self._client,
-            )
-        except _LOST as error:
-            logger.debug(
-                "Redis presence leave of %s in %r failed (it expires): %s", id, topic, error
-            )
+        await self._presence.leave(self._reachable(), topic, id)
 
     async def presence(self, topic: str) -> dict[str, Mapping[str, Any]]:
         if self._client is None:
             raise ConnectionError(f"{self!r} is not started")
-        flat = await self._members_script(
-            keys=self._presence_keys(topic),
-            args=[self._presence_channel(topic)],
-            client=self._client,
-        )
-        return {flat[i].decode(): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return await self._presence.members(self._client, topic)
 
     async def presence_count(self, topic: str) -> int:
         if self._client is None:
             raise ConnectionError(f"{self!r} is not started")
-        return int(
-            await self._count_script(keys=self._presence_keys(topic)[:1], client=self._client)
-        )
+        return await self._presence.count(self._client, topic)
 
     async def watch_presence(self, topic: str) -> None:
-        self._watched.add(topic)
+        self._presence.watched.add(topic)
         self._routing = self._listener is not None
-        await self._subscribe_channel(self._presence_channel(topic))
+        await self._subscribe_channel(self._presence.channel(topic))
 
     def unwatch_presence(self, topic: str) -> None:
-        self._watched.discard(topic)
-        self._routing = self._rules is not None or bool(self._watched)
-        self._wanted.discard(self._presence_channel(topic))
+        self._presence.watched.discard(topic)
+        self._routing = self._rules is not None or bool(self._presence.watched)
+        self._wanted.discard(self._presence.channel(topic))
         self._changed.set()
-
-    def _on_presence(self, topic: str, data: bytes) -> None:
-        head, _, info = data.partition(b"\n")
-        change = PresenceChange.JOIN if head[:1] == _JOIN else PresenceChange.LEAVE
-        assert self._listener is not None
-        self._listener.presence_changed(
-            PresenceEvent(change, topic, head[1:].decode(), json.loads(info or b"{}"))
-        )
 
     async def _presence_forever(self) -> None:
         """Refresh this process's present sessions; prune expired ones where we look."""
+        presence = self._presence
         while not self._closing:
             await asyncio.sleep(self.presence_refresh)
             if self._down or self._client is None:
                 continue
-            for topic in {*self._present, *self._watched}:
+            for topic in {*presence.present, *presence.watched}:
                 try:
-                    await self._refresh(topic)
+                    await presence.refresh(self._client, topic)
                 except asyncio.CancelledError:
                     raise
                 except _LOST as error:
@@ -529,30 +359,10 @@ class RedisBroker(Broker):
                 except Exception:
                     logger.exception("Redis presence refresh of %r failed", topic)
 
-    async def _refresh(self, topic: str) -> None:
-        assert self._client is not None
-        members = list(self._present.get(topic, {}).items())
-        head: list[bytes | str | int] = [self._presence_channel(topic), self._ttl_ms()]
-        for start in range(0, max(len(members), 1), _PRESENCE_CHUNK):
-            args = list(head)
-            for id, info in members[start : start + _PRESENCE_CHUNK]:
-                args += [id, info]
-            await self._refresh_script(
-                keys=self._presence_keys(topic), args=args, client=self._client
-            )
-
-    async def _leave_all(self) -> None:
-        assert self._client is not None
-        async with self._client.pipeline(transaction=False) as pipe:
-            for topic, members in self._present.items():
-                for id in members:
-                    await self._leave_script(
-                        keys=self._presence_keys(topic),
-                        args=[self._presence_channel(topic), id],
-                        client=pipe,
-                    )
+    async def _leave_all(self, client: Redis) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            await self._presence.leave_all(pipe)
             await pipe.execute()
-        self._present.clear()
 
     # -- connections ---------------------------------------------------------------
 
@@ -657,13 +467,15 @@ class RedisBroker(Broker):
         if self._routing:
             rest = channel[len(self.channel_prefix) :]
             try:
-                if rest[:3] == _PRESENCE:
-                    self._on_presence(rest[3:].decode(), data)
+                assert self._listener is not None
+                if rest[:3] == PRESENCE_MARK:
+                    self._listener.presence_changed(RedisPresence.event(rest[3:].decode(), data))
                     return
                 if self._rules is not None:
                     topic = rest.decode()
                     if self._rules.policy(topic) is not None:
-                        self._on_positioned(topic, data)
+                        position, kind, payload, msgid = RedisHistory.message(data)
+                        self._listener.deliver_positioned(topic, position, kind, payload, msgid)
                         return
             except (ValueError, KeyError, IndexError) as error:
                 # Another application's format on our prefix (say one without the
@@ -728,7 +540,7 @@ class RedisBroker(Broker):
         """
         assert self._client is not None
         client = self._client
-        pending, positioned = self._pending, self._positioned
+        pending, positioned = self._pending, self._history.queue
         while not self._closing:
             await self._has_pending.wait()
             if not (pending or positioned) or self._closing:
@@ -743,7 +555,9 @@ class RedisBroker(Broker):
             if pending:
                 await self._publish_batch(client, pending)
             if positioned and not self._down:
-                await self._publish_positioned_batch(client, positioned)
+                lost = await self._history.send_batch(client)
+                if lost is not None:
+                    self._lost(Link.PUBLISHER, lost)
 
     async def _publish_batch(self, client: Redis, pending: deque[tuple[bytes, bytes]]) -> None:
         batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
@@ -765,59 +579,6 @@ class RedisBroker(Broker):
                 len(batch),
                 self.safe_url,
             )
-
-    async def _publish_positioned_batch(
-        self, client: Redis, positioned: deque[_Positioned]
-    ) -> None:
-        """One pipelined batch of publish scripts; what Redis may not have is sent again."""
-        batch = [positioned.popleft() for _ in range(min(_BATCH, len(positioned)))]
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                for item in batch:
-                    # EVALSHA itself: redis-py's Script in a pipeline asks
-                    # SCRIPT EXISTS first, one more round trip per batch.
-                    keys, args = self._script_args(item)
-                    pipe.evalsha(self._publish_script.sha, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            positioned.extendleft(reversed(batch))
-            raise
-        except _LOST as error:
-            # Part of the batch may have been applied: the script recognises those.
-            self._lost(Link.PUBLISHER, error)
-            positioned.extendleft(reversed(batch))
-            return
-        except Exception:
-            logger.exception(
-                "Redis broker could not publish %d message(s) with history: %s",
-                len(batch),
-                self.safe_url,
-            )
-            for item in batch:
-                item.fail(ConnectionError("Redis refused the batch (see the log)"))
-            return
-        unknown = [
-            item
-            for item, reply in zip(batch, replies, strict=True)
-            if isinstance(reply, NoScriptError)
-        ]
-        if unknown:
-            # A Redis that restarted (or flushed its scripts): load it, send them again.
-            positioned.extendleft(reversed(unknown))
-            try:
-                await client.script_load(redis_scripts.PUBLISH)
-            except _LOST as error:
-                self._lost(Link.PUBLISHER, error)
-        for item, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                continue
-            if isinstance(reply, Exception):
-                logger.error(
-                    "Redis refused message %s of topic %r: %s", item.msgid, item.topic, reply
-                )
-                item.fail(reply)
-            else:
-                self._applied(item, reply)
 
     async def _wait_until_reachable(self, client: Redis) -> None:
         attempt = 0
