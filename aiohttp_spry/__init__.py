@@ -20,7 +20,17 @@ from .event import Event
 from .exceptions import HTTPError, NotFoundError, PeerNotReadingError, RouteConflictError
 from .extension import SPRY_KEY, Spry
 from .pipeline import ErrorHandler, Middleware, Next
-from .pubsub import Broker, MemoryBroker, broker_from_url
+from .pubsub import (
+    Broker,
+    HistoryPolicy,
+    MemoryBroker,
+    Position,
+    PresenceChange,
+    PresenceEvent,
+    SubscribeResult,
+    broker_from_url,
+    parse_position,
+)
 from .responses import Response
 from .settings import WebSocketOptions, WebSocketSettings
 from .websocket import (
@@ -52,14 +62,19 @@ __all__ = [
     "Event",
     "EventWebSocket",
     "HTTPError",
+    "HistoryPolicy",
     "MemoryBroker",
     "Middleware",
     "Next",
     "NotFoundError",
     "PeerNotReadingError",
+    "Position",
+    "PresenceChange",
+    "PresenceEvent",
     "Response",
     "RouteConflictError",
     "Spry",
+    "SubscribeResult",
     "TextDataReceived",
     "UpgradeResponse",
     "WebSocket",
@@ -68,4 +83,5 @@ __all__ = [
     "WebSocketSettings",
     "__version__",
     "broker_from_url",
+    "parse_position",
 ]

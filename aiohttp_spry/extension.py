@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 from aiohttp import hdrs, web
 
@@ -25,6 +25,8 @@ from .pipeline import (
 )
 from .public import PublicFile, scan_public
 from .pubsub import FANOUT_KEY, Broker, Fanout, broker_from_url
+from .pubsub.history import HistoryPolicy, HistoryRules
+from .pubsub.positions import Position
 from .server_log import quiet_bad_requests
 from .settings import ExtensionSettings, WebSocketOptions, WebSocketSettings
 from .websocket.masking import warn_if_unavailable
@@ -115,6 +117,7 @@ class Spry:
             _check_app(app)
         self.settings = WebSocketSettings().evolve_from(**websocket)
         self._broker = broker
+        self._history = HistoryRules()
         self._routes: list[Route] = []
         self._public: list[PublicFile] = []
         self._lifecycle: list[LifecycleHooks] = []
@@ -156,6 +159,7 @@ class Spry:
         fanout = Fanout(
             chosen if isinstance(chosen, Broker) else broker_from_url(chosen),
             self.config.max_queued,
+            self._history,
         )
         app[SPRY_KEY] = self
         app[SESSIONS_KEY] = SessionRegistry(fanout, self.config.max_sessions)
@@ -487,7 +491,46 @@ class Spry:
         if (root / "public").is_dir():
             self.load_public(root / "public")
 
-    async def publish(self, app: web.Application, topic: str, data: Any) -> int:
+    def history(
+        self, prefix: str, *, size: int, ttl: float, meta_ttl: float = 86_400.0
+    ) -> HistoryPolicy:
+        """Keep history for every topic starting with ``prefix``: its last ``size``
+        messages, for ``ttl`` seconds after its latest one.
+
+        Messages of such a topic get a :class:`~aiohttp_spry.pubsub.positions.Position`
+        (epoch, offset) from the broker, and a session that comes back with
+        ``await ws.subscribe(topic, since=position)`` gets exactly what it
+        missed (or ``recovered=False``). Topics matching no rule keep none and
+        cost what they always did. The longest matching prefix wins.
+
+        Example::
+
+            spry = Spry(app, broker="redis://127.0.0.1:6379/0")
+            spry.history("room:", size=200, ttl=600)
+
+        Raises:
+            TypeError, ValueError: a bad setting (the message names it), or a
+                second rule for the same prefix.
+            RuntimeError: an application of this extension has started.
+        """
+        self._refuse_if_started(f"history rule {prefix!r}")
+        policy = HistoryPolicy(prefix, size, ttl, meta_ttl)
+        self._history.add(policy)
+        return policy
+
+    @overload
+    async def publish(
+        self, app: web.Application, topic: str, data: Any, *, ack: Literal[False] = False
+    ) -> int: ...
+
+    @overload
+    async def publish(
+        self, app: web.Application, topic: str, data: Any, *, ack: Literal[True]
+    ) -> Position: ...
+
+    async def publish(
+        self, app: web.Application, topic: str, data: Any, *, ack: bool = False
+    ) -> int | Position:
         """Send ``data`` to every subscriber of ``topic``, in every process.
 
         For HTTP routes and background tasks (a session uses
@@ -503,13 +546,21 @@ class Spry:
                 sent = await spry.publish(event.app, f"room:{event.params['room']}", text)
                 return {"delivered_here": sent}
 
+        With ``ack=True`` (topics with history only) it waits until the broker
+        has numbered the message and returns its position.
+
         Returns:
-            How many sessions of this process it was delivered or queued to.
+            How many sessions of this process it was delivered or queued to
+            (0 for a topic with history on Redis); with ``ack=True``, the
+            message's :class:`~aiohttp_spry.pubsub.positions.Position`.
 
         Raises:
             TypeError: ``data`` is not JSON-serializable.
+            ValueError: ``ack=True`` for a topic without history.
             KeyError: ``app`` was not initialised with Spry.
         """
+        if ack:
+            return await app[FANOUT_KEY].publish_positioned(topic, data)
         return app[FANOUT_KEY].publish(topic, data)
 
     def asyncapi(
@@ -546,6 +597,26 @@ class Spry:
         return document(
             self._routes, title=title, version=version, description=description, servers=servers
         )
+
+    @staticmethod
+    async def presence(app: web.Application, topic: str) -> dict[str, Mapping[str, Any]]:
+        """Every session present in ``topic`` (``ws.subscribe(topic, presence={...})``),
+        in every process: ``{ws.id: info}``."""
+        return await app[FANOUT_KEY].presence(topic)
+
+    @staticmethod
+    async def presence_count(app: web.Application, topic: str) -> int:
+        """How many sessions are present in ``topic``, in every process (one cheap query)."""
+        return await app[FANOUT_KEY].presence_count(topic)
+
+    @staticmethod
+    async def position(app: web.Application, topic: str) -> Position:
+        """The latest position of a topic with history (offset 0: no message yet).
+
+        Raises:
+            ValueError: ``topic`` keeps no history.
+        """
+        return await app[FANOUT_KEY].read_position(topic)
 
     @staticmethod
     def subscribers(app: web.Application, topic: str) -> frozenset[WebSocket]:

@@ -53,7 +53,7 @@ from aiohttp_spry import Event, Spry
 from aiohttp_spry.pubsub import FANOUT_KEY
 
 from .chat import PROTOCOL, chat
-from .rooms import ROOM, ROOM_MESSAGE, index, room
+from .rooms import ROOM, ROOM_FRAMES, index, keep_history, room
 
 ROUTES = Path(__file__).resolve().parent / "routes"
 #: The environment variable naming the broker (unset: in-memory).
@@ -85,9 +85,18 @@ spry.route(
     f"/rooms/{{room:{ROOM}}}",
     methods=["GET", "POST"],
     receives={"type": "string", "title": "memberText", "description": "Text for the room."},
-    sends=ROOM_MESSAGE,
-    query={"name": {"type": "string", "maxLength": 40, "description": "Shown to the others."}},
+    sends=ROOM_FRAMES,
+    query={
+        "name": {"type": "string", "maxLength": 40, "description": "Shown to the others."},
+        "since": {
+            "type": "string",
+            "pattern": "^[^:]+:[0-9]+$",
+            "description": "EPOCH:OFFSET of the last message seen: recover what came after.",
+        },
+        "presence": {"type": "string", "enum": ["1"], "description": "Get members and join/leave."},
+    },
 )(room)
+keep_history(spry)
 
 
 def configure_logging(level: str | None = None) -> None:

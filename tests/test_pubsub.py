@@ -202,7 +202,7 @@ async def test_bad_topics_and_unserializable_data_are_clear_errors(serve: Client
     with pytest.raises(ValueError, match="non-empty"):
         await spry.publish(client.app, "", "x")
     with pytest.raises(TypeError, match="a topic is a str"):
-        await spry.publish(client.app, b"bytes-topic", "x")  # type: ignore[arg-type]
+        await spry.publish(client.app, b"bytes-topic", "x")  # type: ignore[call-overload]
     ws = await join(client, "t")
     with pytest.raises(TypeError, match="not JSON serializable"):
         await spry.publish(client.app, "t", object())

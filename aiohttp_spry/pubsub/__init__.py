@@ -11,9 +11,12 @@ application's :class:`Broker` carries messages between processes:
 
 from __future__ import annotations
 
-from .broker import Broker, Deliver
+from .broker import Broker, Deliver, Listener
 from .fanout import FANOUT_KEY, Fanout
+from .history import HistoryPolicy
 from .memory import MemoryBroker
+from .positions import Position, SubscribeResult, parse_position
+from .presence import PresenceChange, PresenceEvent
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -52,4 +55,18 @@ def broker_from_url(url: str | None) -> Broker:
     )
 
 
-__all__ = ["FANOUT_KEY", "Broker", "Deliver", "Fanout", "MemoryBroker", "broker_from_url"]
+__all__ = [
+    "FANOUT_KEY",
+    "Broker",
+    "Deliver",
+    "Fanout",
+    "HistoryPolicy",
+    "Listener",
+    "MemoryBroker",
+    "Position",
+    "PresenceChange",
+    "PresenceEvent",
+    "SubscribeResult",
+    "broker_from_url",
+    "parse_position",
+]

@@ -9,6 +9,10 @@ session is closed with 1008 and logged. The others are never delayed by it.
 
 The fan-out owns one :class:`Subscription` per subscribing session: its topics,
 its transport and its queue. The session itself holds no pub/sub state.
+Topics with history go through :class:`~.recovery.Recovery` (positions,
+replay-then-live) and presence through :class:`~.presence.PresenceHub`; both
+exist only when the application uses them, and a topic without history takes
+the same path as before, after one attribute check.
 """
 
 from __future__ import annotations
@@ -18,16 +22,21 @@ import contextlib
 import json
 import struct
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..log import pubsub_logger as logger
 from .broker import Broker
+from .history import HistoryRules
+from .positions import Position, SubscribeResult
+from .presence import PresenceEvent, PresenceFormat, PresenceHub
+from .recovery import Recovery, RecoveryCounters, close_quietly
 
 if TYPE_CHECKING:
     from ..websocket.session import WebSocket
+    from .envelope import Kind
 
 _TEXT: Final = int(WSMsgType.TEXT)
 _BINARY: Final = int(WSMsgType.BINARY)
@@ -146,23 +155,53 @@ class Fanout:
             waiting; one more closes it with 1008.
     """
 
-    __slots__ = ("_by_session", "_counters", "_tasks", "_topics", "broker", "max_queued")
+    __slots__ = (
+        "_by_session",
+        "_counters",
+        "_presence",
+        "_recovery",
+        "_rules",
+        "_tasks",
+        "_topics",
+        "broker",
+        "history",
+        "max_queued",
+    )
 
-    def __init__(self, broker: Broker, max_queued: int) -> None:
+    def __init__(
+        self, broker: Broker, max_queued: int, history: HistoryRules | None = None
+    ) -> None:
         self.broker = broker
         self.max_queued = max_queued
         self._topics: dict[str, set[Subscription]] = {}
         self._by_session: dict[WebSocket, Subscription] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.history = history if history is not None else HistoryRules()
+        # None unless the application keeps history (set at start): the hot
+        # path checks only this.
+        self._rules: HistoryRules | None = None
+        self._recovery: Recovery | None = None
+        self._presence: PresenceHub | None = None
         self._counters: FanoutCounters | None = None
 
     def count_into(self, counters: FanoutCounters) -> None:
         """Count publications, deliveries and slow closes from now on (metrics)."""
         self._counters = counters
 
+
     # -- lifecycle (aiohttp signals) ---------------------------------------------
 
     async def start(self, app: web.Application) -> None:
+        if self.history:
+            self._rules = self.history
+            self._recovery = Recovery(self, self.broker)
+        if self.broker.supports_history:
+            self.broker.attach(self, self.history)
+        elif self.history:
+            raise RuntimeError(
+                f"the application keeps history ({self.history.rules}) but its broker "
+                f"{self.broker!r} cannot: use MemoryBroker or RedisBroker"
+            )
         await self.broker.start(self.deliver)
 
     async def close(self, app: web.Application) -> None:
@@ -188,18 +227,108 @@ class Fanout:
         """The topics with at least one local subscriber."""
         return frozenset(self._topics)
 
-    async def subscribe(self, ws: WebSocket, topic: str) -> None:
-        """Add ``ws`` to ``topic``; return once the broker will deliver it too."""
+    async def subscribe(
+        self,
+        ws: WebSocket,
+        topic: str,
+        *,
+        since: Position | None = None,
+        hold: bool = False,
+        presence: Mapping[str, Any] | None = None,
+        presence_events: PresenceFormat | None = None,
+    ) -> SubscribeResult:
+        """Add ``ws`` to ``topic``; return once the broker will deliver it too.
+
+        For a topic with history, with the replay after ``since`` written
+        first (see :class:`~.recovery.Recovery`); with ``hold``, nothing is
+        written until :meth:`resume`.
+
+        Raises:
+            TypeError, ValueError: a bad topic, ``since`` or presence info, or
+                ``since``/``hold`` for a topic without history.
+        """
         check_topic(topic)
+        policy = self._rules.policy(topic) if self._rules is not None else None
+        if policy is None and (since is not None or hold):
+            raise ValueError(
+                f"topic {topic!r} keeps no history, so since= and hold= do not apply; "
+                'declare one first, e.g. spry.history("room:", size=200, ttl=600)'
+            )
+        if since is not None and not isinstance(since, Position):
+            raise TypeError(
+                f"since= takes a Position (parse_position('EPOCH:OFFSET')), got {since!r}"
+            )
+        hub = self._presence_hub() if presence is not None or presence_events is not None else None
+        if hub is not None and presence is not None:
+            hub.check(presence)
         subscription = self._by_session.get(ws)
         if subscription is None:
             subscription = self._by_session[ws] = Subscription(ws)
-        if topic not in subscription.topics:
+        if policy is None:
+            if topic not in subscription.topics:
+                subscription.topics.add(topic)
+                self._topics.setdefault(topic, set()).add(subscription)
+            # Every joiner waits, not only the first: the broker returns once
+            # messages from other processes will arrive.
+            await self.broker.subscribe(topic)
+            result = SubscribeResult(None, None)
+        elif topic in subscription.topics:
+            recovery = self._recovery
+            assert recovery is not None
+            result = SubscribeResult(None, recovery.position(topic))
+        else:
+            recovery = self._recovery
+            assert recovery is not None
             subscription.topics.add(topic)
-            self._topics.setdefault(topic, set()).add(subscription)
-        # Every joiner waits, not only the first: the broker returns once
-        # messages from other processes will arrive.
-        await self.broker.subscribe(topic)
+            self._topics.setdefault(topic, set())
+
+            async def watch() -> None:
+                # As a joiner, before any snapshot the session may take: the
+                # events are buffered for it, and none falls between.
+                if presence_events is not None and hub is not None:
+                    await hub.watch(subscription, topic, presence_events)
+
+            result = await recovery.subscribe(
+                subscription, topic, policy, since, hold=True, before=watch
+            )
+            if presence is not None and hub is not None and self._still_in(subscription, topic):
+                await hub.join(subscription, topic, presence)
+            if not self._still_in(subscription, topic):
+                if hub is not None:
+                    hub.leave(subscription, topic)  # it left while joining
+                return result
+            if not hold:
+                recovery.resume(subscription, topic)
+            return result
+        if hub is not None:
+            if presence_events is not None:
+                await hub.watch(subscription, topic, presence_events)
+            if presence is not None:
+                await hub.join(subscription, topic, presence)
+            if not self._still_in(subscription, topic):
+                hub.leave(subscription, topic)
+        return result
+
+    def _still_in(self, subscription: Subscription, topic: str) -> bool:
+        return (
+            self._by_session.get(subscription.ws) is subscription and topic in subscription.topics
+        )
+
+    def resume(self, ws: WebSocket, topic: str) -> int:
+        """Deliver what a held subscription (``hold=True``) is owed, then live messages.
+
+        Returns:
+            How many frames were written or queued (0: nothing was held).
+        """
+        subscription = self._by_session.get(ws)
+        if subscription is None or self._recovery is None:
+            return 0
+        return self._recovery.resume(subscription, topic)
+
+    def _presence_hub(self) -> PresenceHub:
+        if self._presence is None:
+            self._presence = PresenceHub(self, self.broker)
+        return self._presence
 
     def unsubscribe(self, ws: WebSocket, topic: str) -> None:
         check_topic(topic)
@@ -218,11 +347,19 @@ class Fanout:
         self._leave(subscription, topics)
 
     def _leave(self, subscription: Subscription, topics: Iterable[str]) -> None:
+        recovery, hub = self._recovery, self._presence
         for topic in topics:
+            if hub is not None:
+                hub.leave(subscription, topic)
             subscribers = self._topics.get(topic)
             if subscribers is None:
                 continue
             subscribers.discard(subscription)
+            if recovery is not None:
+                last = not subscribers
+                recovery.leave(subscription, topic, last)
+                if last and recovery.has_joiners(topic):
+                    continue  # another session is still joining: keep the topic
             if not subscribers:
                 del self._topics[topic]
                 self.broker.unsubscribe(topic)
@@ -234,13 +371,20 @@ class Fanout:
         and hand it to the broker for the other processes.
 
         Returns:
-            How many local sessions it was written or queued to.
+            How many local sessions it was written or queued to (for a topic
+            with history on a remote broker, 0: it is delivered once the
+            broker has given it its position; see :meth:`publish_positioned`).
 
         Raises:
-            TypeError: ``data`` is not ``str``, bytes or JSON-serializable, or
-                ``topic`` is not a ``str``.
+            TypeError: ``data`` is not ``str``, bytes or JSON-serializable (or
+                bytes for a topic with history), or ``topic`` is not a ``str``.
             ValueError: ``topic`` is empty.
         """
+        if self._rules is not None:
+            policy = self._rules.policy(topic)
+            if policy is not None:
+                assert self._recovery is not None
+                return self._recovery.publish(topic, data, exclude, policy)
         payload, binary = encode_message(data)
         subscribers = self._topics.get(topic)
         if subscribers is None:
@@ -254,6 +398,140 @@ class Fanout:
             self._counters.published += 1
             self._counters.delivered += count
         return count
+
+    async def publish_positioned(
+        self, topic: str, data: Any, exclude: WebSocket | None = None
+    ) -> Position:
+        """Publish to a topic with history and return the position the broker gave it.
+
+        Waits for the broker (for Redis: until Redis has the message, however
+        long an outage lasts).
+
+        Raises:
+            ValueError: ``topic`` keeps no history.
+            TypeError: as for :meth:`publish`.
+        """
+        check_topic(topic)
+        policy = self._rules.policy(topic) if self._rules is not None else None
+        if policy is None:
+            raise ValueError(
+                f"topic {topic!r} keeps no history, so its messages have no position; "
+                'declare one first, e.g. spry.history("room:", size=200, ttl=600)'
+            )
+        assert self._recovery is not None
+        assigned = self._recovery.publish_positioned(topic, data, exclude, policy)
+        return assigned if isinstance(assigned, Position) else await assigned
+
+    # -- the broker's listener (history and presence) ---------------------------------
+
+    def deliver_positioned(
+        self, topic: str, position: Position, kind: Kind, payload: bytes, msgid: str
+    ) -> None:
+        if self._recovery is not None:
+            self._recovery.deliver_positioned(topic, position, kind, payload, msgid)
+
+    def resync(self, topic: str) -> None:
+        if self._recovery is not None:
+            self._recovery.resync(topic)
+
+    def presence_changed(self, event: PresenceEvent) -> None:
+        if self._presence is not None:
+            self._presence.changed(event)
+
+    async def presence(self, topic: str) -> dict[str, Mapping[str, Any]]:
+        """Every session present in ``topic``, in every process: ``{ws.id: info}``."""
+        check_topic(topic)
+        return await self.broker.presence(topic)
+
+    async def presence_count(self, topic: str) -> int:
+        """How many sessions are present in ``topic``, in every process."""
+        check_topic(topic)
+        return await self.broker.presence_count(topic)
+
+    def history_stats(self) -> dict[str, int]:
+        """Counters for metrics: recoveries (``recovered``, ``not_recovered``, ``replayed``,
+        ``caught_up``, ``gaps_closed``) and ``present_here`` (presences this process holds).
+        All 0 while the application uses neither history nor presence."""
+        counters = self._recovery.counters if self._recovery is not None else RecoveryCounters()
+        stats = counters.as_dict()
+        stats["present_here"] = self._presence.present_here() if self._presence is not None else 0
+        return stats
+
+    def position(self, topic: str) -> Position | None:
+        """The last position delivered in this process for ``topic`` (``None``: unknown)."""
+        return self._recovery.position(topic) if self._recovery is not None else None
+
+    async def read_position(self, topic: str) -> Position:
+        """The latest position of a topic with history, asked of the broker.
+
+        Raises:
+            ValueError: ``topic`` keeps no history.
+        """
+        check_topic(topic)
+        policy = self._rules.policy(topic) if self._rules is not None else None
+        if policy is None:
+            raise ValueError(f"topic {topic!r} keeps no history, so it has no position")
+        return (await self.broker.read_history(topic, None, policy)).position
+
+    # -- frames for recovery and presence ----------------------------------------------
+
+    @staticmethod
+    def frame(text: bytes) -> bytes:
+        """The text frame carrying ``text``."""
+        return encode_frame(text, False)
+
+    def fan_out_frame(
+        self, topic: str, frame: bytes, text: bytes, exclude: WebSocket | None
+    ) -> int:
+        """Write a text frame to the live local subscribers of ``topic`` but ``exclude``."""
+        subscribers = self._topics.get(topic)
+        return self._fan_out(subscribers, frame, text, False, exclude) if subscribers else 0
+
+    def send_frame(self, subscription: Subscription, frame: bytes, text: bytes) -> int:
+        """Write one text frame to one subscriber (its queue if it is slow)."""
+        transport = subscription.transport
+        if (
+            subscription.drain is None
+            and transport.get_write_buffer_size() + len(frame) <= subscription.high_water
+            and not subscription.ws.closed
+            and not transport.is_closing()
+        ):
+            transport.write(frame)
+            return 1
+        return self._enqueue(subscription, text, False)
+
+    def send_or_hold(
+        self, subscription: Subscription, topic: str, frame: bytes, text: bytes
+    ) -> int:
+        """Write a frame without a position (a presence event), or buffer it for a joiner."""
+        if self._recovery is not None and self._recovery.hold_frame(
+            subscription, topic, frame, text
+        ):
+            return 0
+        return self.send_frame(subscription, frame, text)
+
+    def go_live(self, subscription: Subscription, topic: str) -> None:
+        """A joiner has had its replay: it gets live messages from now on."""
+        if topic in subscription.topics and self._by_session.get(subscription.ws) is subscription:
+            self._topics.setdefault(topic, set()).add(subscription)
+
+    def overflow(self, subscription: Subscription) -> None:
+        """Too much waits for this subscriber: close it with 1008."""
+        if self._by_session.get(subscription.ws) is subscription and subscription.topics:
+            self._overflow(subscription)
+
+    def close_topic(self, topic: str, code: int, reason: str) -> int:
+        """Take every local session out of ``topic`` and close it; return how many."""
+        sessions = [s for s in self._by_session.values() if topic in s.topics]
+        for subscription in sessions:
+            subscription.topics.discard(topic)
+            self._leave(subscription, (topic,))
+            self._spawn(close_quietly(subscription.ws, code, reason))
+        return len(sessions)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task the fan-out cancels at close."""
+        self._spawn(coro)
 
     def deliver(self, topic: str, payload: bytes, binary: bool) -> None:
         """A message another process published: deliver it to the local subscribers."""

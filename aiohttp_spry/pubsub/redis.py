@@ -13,6 +13,16 @@ semantics, as written in the README and tested against a real ``redis-server``:
 - ``publish`` never blocks and never raises for an outage: messages wait in a
   bounded buffer (``max_pending``, oldest dropped first) and go out once Redis
   is back; a batch in flight when the connection broke is dropped, not resent.
+- Topics with history (:mod:`.history`) are published with one Lua script each
+  (:mod:`.redis_scripts`: offset, ``XADD … MAXLEN ~``, ``EXPIRE``, ``PUBLISH``
+  with the position), retried until Redis has them (a message id checked in
+  the same script applies a retry once), and delivered here too through the
+  subscriber connection, so every process sees one order; after that
+  connection was down, the fan-out reads what it missed with ``XRANGE``.
+- Presence is a sorted set scored by expiry plus a hash per topic, refreshed
+  every ``presence_refresh`` seconds; entries of a process that died expire
+  after ``presence_ttl`` and are removed (with a leave event) by the next
+  process that looks.
 - On an outage both connections reconnect by themselves with exponential
   backoff (``reconnect_min`` doubling to ``reconnect_max``, with jitter) and
   every subscription is restored. One WARNING when the outage starts, one when
@@ -27,20 +37,25 @@ import contextlib
 import enum
 import secrets
 from collections import deque
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
-from redis.exceptions import RedisError
 from yarl import URL
 
 from ..log import pubsub_logger as logger
-from .broker import Broker, Deliver
+from .broker import Broker, Deliver, Listener
+from .envelope import Stored
+from .history import HistoryPolicy, HistoryRead, HistoryRules
+from .positions import Position
+from .redis_errors import LOST
+from .redis_history import RedisHistory
+from .redis_presence import PRESENCE_MARK, RedisPresence
 
-#: Errors that mean "Redis is unreachable or the connection broke".
-_LOST: Final = (RedisError, OSError, asyncio.TimeoutError)
+_LOST: Final = LOST
 _TEXT: Final = b"t"
 _BINARY: Final = b"b"
 _NODE_BYTES: Final = 8
@@ -74,7 +89,14 @@ class RedisBroker(Broker):
         subscribe_timeout: the longest ``subscribe()`` waits for Redis to
             confirm a subscription before returning anyway.
         connect_timeout: seconds to wait for a TCP connection to Redis.
+        presence_ttl: seconds a present session's entry lives without a
+            refresh (a process that dies takes at most this, plus
+            ``presence_refresh``, to be seen leaving).
+        presence_refresh: seconds between two refreshes of this process's
+            present sessions (which also removes others' expired ones).
     """
+
+    supports_history = True
 
     def __init__(
         self,
@@ -86,6 +108,8 @@ class RedisBroker(Broker):
         reconnect_max: float = 2.0,
         subscribe_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        presence_ttl: float = 15.0,
+        presence_refresh: float = 5.0,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending!r}")
@@ -94,8 +118,15 @@ class RedisBroker(Broker):
                 "reconnect_min and reconnect_max must satisfy 0 < min <= max, got "
                 f"{reconnect_min!r} and {reconnect_max!r}"
             )
+        if not 0 < presence_refresh < presence_ttl:
+            raise ValueError(
+                "presence_refresh and presence_ttl must satisfy 0 < refresh < ttl, got "
+                f"{presence_refresh!r} and {presence_ttl!r}"
+            )
         self.url = url
         self.channel_prefix = channel_prefix.encode()
+        self.presence_ttl = presence_ttl
+        self.presence_refresh = presence_refresh
         self.max_pending = max_pending
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
@@ -117,6 +148,13 @@ class RedisBroker(Broker):
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._changed = asyncio.Event()
         self._pending: deque[tuple[bytes, bytes]] = deque()
+        # History and presence (attach()): the listener, the rules, the scripts,
+        # and this process's present sessions (topic → id → info JSON).
+        self._listener: Listener | None = None
+        self._rules: HistoryRules | None = None
+        self._history = RedisHistory(self.channel_prefix, max_pending)
+        self._presence = RedisPresence(self.channel_prefix, presence_ttl)
+        self._routing = False  # whether received messages may be positioned or presence
         self._has_pending = asyncio.Event()
         # Outage bookkeeping: which connections are down, since when, losses.
         self._down: set[Link] = set()
@@ -156,14 +194,21 @@ class RedisBroker(Broker):
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=self.connect_timeout,
         )
+        self._history.bind(self._client)
+        self._presence.bind(self._client)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._receive_forever(), name="aiohttp_spry redis subscriber"),
             loop.create_task(self._publish_forever(), name="aiohttp_spry redis publisher"),
             loop.create_task(self._sync_forever(), name="aiohttp_spry redis subscriptions"),
+            loop.create_task(self._presence_forever(), name="aiohttp_spry redis presence"),
         ]
 
     async def close(self) -> None:
+        # A clean shutdown: this process's sessions leave at once, not at expiry.
+        if self._presence.present and self._client is not None and not self._down:
+            with contextlib.suppress(*_LOST):
+                await asyncio.wait_for(self._leave_all(self._client), _CLOSE_WAIT)
         self._closing = True
         # Close the connections first: an operation stuck on one fails at once.
         await self._drop_pubsub(self._pubsub)
@@ -184,13 +229,14 @@ class RedisBroker(Broker):
         if pending:
             logger.warning("Redis broker tasks did not stop: %s", [t.get_name() for t in pending])
         self._tasks = []
-        if self._pending:
+        if self._pending or self._history.queue:
             logger.warning(
                 "Redis broker closing with %d unsent message(s): %s",
-                len(self._pending),
+                len(self._pending) + len(self._history.queue),
                 self.safe_url,
             )
             self._pending.clear()
+            self._history.fail_all("the Redis broker closed before Redis had it")
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -211,7 +257,9 @@ class RedisBroker(Broker):
         return self.channel_prefix + topic.encode()
 
     async def subscribe(self, topic: str) -> None:
-        channel = self._channel(topic)
+        await self._subscribe_channel(self._channel(topic))
+
+    async def _subscribe_channel(self, channel: bytes) -> None:
         self._wanted.add(channel)
         if channel in self._confirmed:
             return
@@ -244,6 +292,84 @@ class RedisBroker(Broker):
             (self._channel(topic), self._node + (_BINARY if binary else _TEXT) + payload)
         )
         self._has_pending.set()
+
+    # -- history (:mod:`.redis_history`) -------------------------------------------
+
+    def attach(self, listener: Listener, rules: HistoryRules) -> None:
+        self._listener = listener
+        self._rules = rules if rules else None
+        self._routing = self._rules is not None or bool(self._presence.watched)
+
+    def publish_positioned(
+        self, topic: str, message: Stored, msgid: str, policy: HistoryPolicy, *, ack: bool
+    ) -> asyncio.Future[Position] | None:
+        future, dropped = self._history.enqueue(topic, message, msgid, policy, ack)
+        if dropped:
+            self._dropped += 1
+        self._has_pending.set()
+        return future
+
+    async def read_history(
+        self, topic: str, since: Position | None, policy: HistoryPolicy
+    ) -> HistoryRead:
+        if self._client is None:
+            raise ConnectionError(f"{self!r} is not started")
+        return await self._history.read(self._client, topic, since, policy)
+
+    # -- presence (:mod:`.redis_presence`) --------------------------------------------
+
+    def _reachable(self) -> Redis | None:
+        return None if self._client is None or self._down or self._closing else self._client
+
+    async def presence_join(self, topic: str, id: str, info: Mapping[str, Any]) -> None:
+        await self._presence.join(self._reachable(), topic, id, info)
+
+    async def presence_leave(self, topic: str, id: str) -> None:
+        await self._presence.leave(self._reachable(), topic, id)
+
+    async def presence(self, topic: str) -> dict[str, Mapping[str, Any]]:
+        if self._client is None:
+            raise ConnectionError(f"{self!r} is not started")
+        return await self._presence.members(self._client, topic)
+
+    async def presence_count(self, topic: str) -> int:
+        if self._client is None:
+            raise ConnectionError(f"{self!r} is not started")
+        return await self._presence.count(self._client, topic)
+
+    async def watch_presence(self, topic: str) -> None:
+        self._presence.watched.add(topic)
+        self._routing = self._listener is not None
+        await self._subscribe_channel(self._presence.channel(topic))
+
+    def unwatch_presence(self, topic: str) -> None:
+        self._presence.watched.discard(topic)
+        self._routing = self._rules is not None or bool(self._presence.watched)
+        self._wanted.discard(self._presence.channel(topic))
+        self._changed.set()
+
+    async def _presence_forever(self) -> None:
+        """Refresh this process's present sessions; prune expired ones where we look."""
+        presence = self._presence
+        while not self._closing:
+            await asyncio.sleep(self.presence_refresh)
+            if self._down or self._client is None:
+                continue
+            for topic in {*presence.present, *presence.watched}:
+                try:
+                    await presence.refresh(self._client, topic)
+                except asyncio.CancelledError:
+                    raise
+                except _LOST as error:
+                    logger.debug("Redis presence refresh of %r failed: %s", topic, error)
+                    break
+                except Exception:
+                    logger.exception("Redis presence refresh of %r failed", topic)
+
+    async def _leave_all(self, client: Redis) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            await self._presence.leave_all(pipe)
+            await pipe.execute()
 
     # -- connections ---------------------------------------------------------------
 
@@ -345,6 +471,31 @@ class RedisBroker(Broker):
             attempt += 1
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
+        # Only an application with history rules or watched presence pays for this.
+        if self._routing:
+            rest = channel[len(self.channel_prefix) :]
+            try:
+                assert self._listener is not None
+                if rest[:3] == PRESENCE_MARK:
+                    self._listener.presence_changed(RedisPresence.event(rest[3:].decode(), data))
+                    return
+                if self._rules is not None:
+                    topic = rest.decode()
+                    if self._rules.policy(topic) is not None:
+                        position, kind, payload, msgid = RedisHistory.message(data)
+                        self._listener.deliver_positioned(topic, position, kind, payload, msgid)
+                        return
+            except (ValueError, KeyError, IndexError) as error:
+                # Another application's format on our prefix (say one without the
+                # history rule): never a reason to drop the connection.
+                logger.warning(
+                    "Redis broker ignored a malformed message on %r (%s: %s); do all "
+                    "processes declare the same history rules?",
+                    channel,
+                    type(error).__name__,
+                    error,
+                )
+                return
         if data[:_NODE_BYTES] == self._node:
             return  # from this process: delivered locally when it was published
         assert self._deliver is not None
@@ -357,6 +508,12 @@ class RedisBroker(Broker):
         for waiter in self._waiters.pop(channel, ()):
             if not waiter.done():
                 waiter.set_result(None)
+        if self._rules is not None and self._listener is not None:
+            topic = channel[len(self.channel_prefix) :].decode(errors="replace")
+            if self._rules.policy(topic) is not None:
+                # Whatever passed while this channel was not subscribed is read
+                # from the history (nothing, on a first subscription).
+                self._listener.resync(topic)
 
     async def _sync_forever(self) -> None:
         """Tell the subscriber connection what local subscribers want, in order."""
@@ -384,13 +541,17 @@ class RedisBroker(Broker):
                 logger.exception("Redis broker could not (un)subscribe: %s", self.safe_url)
 
     async def _publish_forever(self) -> None:
-        """Send pending messages in order, in pipelined batches; wait out outages."""
+        """Send pending messages in order, in pipelined batches; wait out outages.
+
+        Messages of topics without history and with history wait apart, so the
+        first kind goes exactly the way it always did.
+        """
         assert self._client is not None
         client = self._client
-        pending = self._pending
+        pending, positioned = self._pending, self._history.queue
         while not self._closing:
             await self._has_pending.wait()
-            if not pending or self._closing:
+            if not (pending or positioned) or self._closing:
                 self._has_pending.clear()
                 continue
             if self._down:
@@ -399,25 +560,33 @@ class RedisBroker(Broker):
                 await self._wait_until_reachable(client)
                 if self._closing:
                     break
-            batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
-            try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for channel, data in batch:
-                        pipe.publish(channel, data)
-                    await pipe.execute()
-            except asyncio.CancelledError:
-                raise
-            except _LOST as error:
-                # At most once: part of the batch may have gone out; resending
-                # could deliver it twice.
-                self._lost(Link.PUBLISHER, error)
-                self._dropped += len(batch)
-            except Exception:
-                logger.exception(
-                    "Redis broker dropped %d message(s) it could not publish: %s",
-                    len(batch),
-                    self.safe_url,
-                )
+            if pending:
+                await self._publish_batch(client, pending)
+            if positioned and not self._down:
+                lost = await self._history.send_batch(client)
+                if lost is not None:
+                    self._lost(Link.PUBLISHER, lost)
+
+    async def _publish_batch(self, client: Redis, pending: deque[tuple[bytes, bytes]]) -> None:
+        batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for channel, data in batch:
+                    pipe.publish(channel, data)
+                await pipe.execute()
+        except asyncio.CancelledError:
+            raise
+        except _LOST as error:
+            # At most once: part of the batch may have gone out; resending
+            # could deliver it twice.
+            self._lost(Link.PUBLISHER, error)
+            self._dropped += len(batch)
+        except Exception:
+            logger.exception(
+                "Redis broker dropped %d message(s) it could not publish: %s",
+                len(batch),
+                self.safe_url,
+            )
 
     async def _wait_until_reachable(self, client: Redis) -> None:
         attempt = 0

@@ -23,14 +23,16 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 from aiohttp import WSMessage, WSMsgType, web
 
 from ..exceptions import HTTPError, PeerNotReadingError
 from ..log import describe_request, logger
 from ..pubsub.fanout import FANOUT_KEY, Fanout
+from ..pubsub.positions import Position, SubscribeResult, parse_position
+from ..pubsub.presence import PresenceFormat, default_presence_format
 from .counters import SessionCounters
 from .handshake import UpgradeResponse, log_refusal
 from .masking import require_masked_frames
@@ -200,7 +202,15 @@ class WebSocket:
         """The topics this session subscribes to."""
         return self._fanout().topics_of(self)
 
-    async def subscribe(self, topic: str) -> None:
+    async def subscribe(
+        self,
+        topic: str,
+        *,
+        since: Position | str | None = None,
+        hold: bool = False,
+        presence: Mapping[str, Any] | None = None,
+        presence_events: PresenceFormat | bool = False,
+    ) -> SubscribeResult:
         """Receive every message published to ``topic``: ``await ws.subscribe("room:1")``.
 
         Returns once messages from other processes will arrive too (or at once
@@ -208,36 +218,97 @@ class WebSocket:
         it is back). Subscribing twice does nothing; a session that ends is
         unsubscribed from everything.
 
+        For a topic with history (``spry.history(prefix, ...)``), ``since`` (a
+        :class:`Position` or its ``"EPOCH:OFFSET"`` string) replays every
+        message after it first, in order, exactly once, then live ones; the
+        result says whether that worked (``recovered``) and the position the
+        session joined at. With ``hold=True`` nothing is sent until
+        :meth:`resume` (send a first frame of your own in between).
+        ``presence`` makes the session present in the topic with that info
+        (``spry.presence(app, topic)`` lists it, in every process);
+        ``presence_events`` sends it the topic's join and leave events, as
+        frames built by that function from a :class:`PresenceEvent` (``True``:
+        ``{"type": "join"|"leave", "topic", "member": {"id", **info}}``).
+
+        Example::
+
+            result = await ws.subscribe("room:1", since=request_since, presence={"name": "ann"})
+            if result.recovered is False:
+                await ws.send_json({"notice": "some messages are gone"})
+
         Raises:
-            TypeError, ValueError: ``topic`` is not a non-empty ``str``.
+            TypeError, ValueError: ``topic`` is not a non-empty ``str``; a
+                malformed ``since``; ``since`` or ``hold`` for a topic without
+                history; ``presence`` not a small JSON dict.
             RuntimeError: the session has ended.
         """
         if self.ended:
             raise RuntimeError(f"{self}: the session has ended; it cannot subscribe to {topic!r}")
-        await self._fanout().subscribe(self, topic)
+        position = parse_position(since) if isinstance(since, str) else since
+        events: PresenceFormat | None
+        if presence_events is True:
+            events = default_presence_format
+        elif presence_events is False or presence_events is None:
+            events = None
+        elif callable(presence_events):
+            events = presence_events
+        else:
+            raise TypeError(
+                "presence_events takes True or a function of a PresenceEvent, "
+                f"got {presence_events!r}"
+            )
+        return await self._fanout().subscribe(
+            self, topic, since=position, hold=hold, presence=presence, presence_events=events
+        )
+
+    def resume(self, topic: str) -> int:
+        """Start delivery on a subscription made with ``hold=True``: the replay, then
+        the live messages that came meanwhile (each once), then live ones.
+
+        Returns:
+            How many frames were sent or queued (0 when nothing was held).
+        """
+        return self._fanout().resume(self, topic)
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic``. Unsubscribing from a topic not subscribed does nothing."""
         self._fanout().unsubscribe(self, topic)
 
-    async def publish(self, topic: str, data: Any) -> int:
+    @overload
+    async def publish(self, topic: str, data: Any, *, ack: Literal[False] = False) -> int: ...
+
+    @overload
+    async def publish(self, topic: str, data: Any, *, ack: Literal[True]) -> Position: ...
+
+    async def publish(self, topic: str, data: Any, *, ack: bool = False) -> int | Position:
         """Send ``data`` to every subscriber of ``topic`` except this session.
 
         ``str`` goes out as a text message, ``bytes`` as binary, anything else
         as JSON text, encoded once for all subscribers. Subscribers in other
         processes get it through the broker. A slow subscriber never delays
-        the others (see :class:`~aiohttp_spry.pubsub.fanout.Fanout`).
+        the others (see :class:`~aiohttp_spry.pubsub.fanout.Fanout`). On a
+        topic with history each subscriber gets the message with its position
+        (a ``dict`` gains ``"epoch"`` and ``"offset"``; see
+        :mod:`~aiohttp_spry.pubsub.envelope`); ``ack=True`` waits until the
+        broker has given it one and returns it.
 
         Example::
 
             await ws.publish("room:1", {"from": ws.id, "text": "hi"})
+            position = await ws.publish("room:1", {"text": "hi"}, ack=True)
 
         Returns:
-            How many sessions of this process it was delivered or queued to.
+            How many sessions of this process it was delivered or queued to
+            (0 for a topic with history on Redis: it is delivered once Redis
+            has numbered it); with ``ack=True``, its :class:`Position`.
 
         Raises:
-            TypeError: ``data`` is not JSON-serializable.
+            TypeError: ``data`` is not JSON-serializable (or bytes, on a topic
+                with history).
+            ValueError: ``ack=True`` on a topic without history.
         """
+        if ack:
+            return await self._fanout().publish_positioned(topic, data, exclude=self)
         return self._fanout().publish(topic, data, exclude=self)
 
     def _fanout(self) -> Fanout:

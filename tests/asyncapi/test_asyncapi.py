@@ -123,9 +123,16 @@ async def test_example_rooms_channel_has_its_parameter_query_and_message(
     assert rooms["address"] == "/rooms/{room}"
     assert "[A-Za-z0-9_.\\-]{1,64}" in rooms["parameters"]["room"]["description"]
     assert rooms["bindings"]["ws"]["query"]["properties"]["name"]["maxLength"] == 40
-    (sent,) = doc["operations"]["send_rooms_room"]["messages"]
-    payload = resolve(doc, sent["$ref"])["payload"]
-    assert payload["required"] == ["room", "from", "text"]
+    assert set(rooms["bindings"]["ws"]["query"]["properties"]) == {"name", "since", "presence"}
+    # Rooms v2: the welcome, message, ack, join and leave frames, each with its schema.
+    sent = doc["operations"]["send_rooms_room"]["messages"]
+    payloads = {
+        resolve(doc, ref["$ref"])["payload"]["title"]: resolve(doc, ref["$ref"])["payload"]
+        for ref in sent
+    }
+    assert set(payloads) == {"welcome", "message", "ack", "join", "leave"}
+    assert payloads["message"]["required"] == ["type", "room", "from", "text", "epoch", "offset"]
+    assert "recovered" in payloads["welcome"]["required"]
 
 
 class Colour(Enum):

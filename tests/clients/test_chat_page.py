@@ -1,10 +1,11 @@
 """The chat page at ``GET /`` (example_app/static/index.html) in headless Chromium.
 
-Real parts only: ``python -m example_app`` in a subprocess, Debian's Chromium
-driven by Playwright, the page's own inputs and buttons. The server says nothing
-when a member has joined, so after the page shows ``connected`` the tests wait for
-the server's ``Member … (name) joined room …`` log line (logged once the member is
-subscribed) before anybody speaks to it.
+Real parts only: ``python -m example_app`` in a subprocess (and a real
+``redis-server`` where history must outlive a server restart), Debian's Chromium
+driven by Playwright, the page's own inputs and buttons. The page shows
+``connected`` once the server's welcome arrived (sent when the member is
+subscribed); the tests also wait for the server's ``Member … (name) joined room
+…`` log line before anybody speaks to it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import attrs
 import pytest
 
 from tests.e2e.helpers import ServerProcess, start_example, stop_example
-from tests.support.procs import HOST, free_port
+from tests.support.optional import require_tool
+from tests.support.procs import HOST, free_port, subprocess_env
+from tests.support.redisproc import RedisProcess, redis_server_path
 
 from .helpers import wait_for_log
 
@@ -55,6 +58,14 @@ class ChatPage:
     @property
     def messages(self) -> Locator:
         return self.page.locator("#messages .message")
+
+    @property
+    def notices(self) -> Locator:
+        return self.page.locator("#messages .notice")
+
+    @property
+    def members(self) -> Locator:
+        return self.page.locator("#members li")
 
     def join(self, server: ServerProcess, name: str, room: str) -> None:
         """Join through the form; return once the server has subscribed the member."""
@@ -126,6 +137,7 @@ class RestartableServer:
     directory: Path
     port: int = attrs.field(factory=free_port)
     runs: list[ServerProcess] = attrs.field(factory=list)
+    env: dict[str, str] | None = None
 
     @property
     def current(self) -> ServerProcess:
@@ -133,7 +145,7 @@ class RestartableServer:
 
     def start(self) -> ServerProcess:
         log_path = self.directory / f"server-{len(self.runs)}.log"
-        self.runs.append(start_example(log_path, port=self.port))
+        self.runs.append(start_example(log_path, port=self.port, env=self.env))
         return self.current
 
     def stop(self) -> None:
@@ -177,7 +189,7 @@ def test_two_pages_in_a_room_see_each_others_messages_once_and_other_rooms_see_n
         f"http://{HOST}:{server.port}/rooms/cellar", data="cellar announcement"
     )
     assert response.ok, response.status
-    assert response.json() == {"room": "cellar", "delivered_here": 1}
+    assert set(response.json()) == {"room", "epoch", "offset"}
     carol.expect_messages("http: cellar announcement")
     alice.expect_messages("me: hello bob", "bob: hi alice")
     bob.expect_messages("alice: hello bob", "me: hi alice")
@@ -263,6 +275,11 @@ def test_page_reconnects_by_itself_after_a_server_restart_and_chats_again(
     bob.expect_messages("me: welcome back", "alice: thanks")
     alice.expect_messages("bob: welcome back", "me: thanks")
 
+    # The memory broker's history died with the first server: the page says so.
+    expect(alice.page.locator("#messages .notice.warning")).to_have_count(1)
+    expect(alice.page.locator("#messages .notice.warning")).to_contain_text(
+        "could not be recovered"
+    )
     # While the server was down Chromium may log failed handshakes; nothing else.
     assert alice.unexpected_errors() == [], alice.errors
     assert bob.errors == [], bob.errors
@@ -302,3 +319,84 @@ def test_messages_typed_while_disconnected_are_queued_and_sent_on_reconnect(
     expect(alice.messages.nth(0)).to_have_class("message own")
     assert alice.unexpected_errors() == [], alice.errors
     assert bob.errors == [], bob.errors
+
+
+def test_the_members_list_and_join_leave_notices_follow_the_room(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    alice, bob = open_page(server), open_page(server)
+    alice.join(server, "alice", "members")
+    expect(alice.members).to_have_text(["alice"])
+    bob.join(server, "bob", "members")
+    expect(bob.members).to_have_text(["alice", "bob"])
+    expect(alice.members).to_have_text(["alice", "bob"])
+    expect(alice.notices).to_have_text(["bob joined"])
+    expect(alice.page.locator("#member-count")).to_have_text("2")
+    bob.page.close()
+    expect(alice.members).to_have_text(["alice"])
+    expect(alice.notices).to_have_text(["bob joined", "bob left"])
+    assert alice.errors == [], alice.errors
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    path = redis_server_path()
+    require_tool("redis-server", path is not None, "apt-get install -y redis-server")
+    assert path is not None
+    redis = RedisProcess(path)
+    try:
+        redis.start()
+        yield redis
+    finally:
+        redis.cleanup()
+
+
+def test_a_page_whose_server_restarted_shows_what_it_missed_once_each(
+    open_page: OpenPage, tmp_path: Path, redis_server: RedisProcess
+) -> None:
+    """Two servers share Redis; the page's server is stopped, three messages reach the
+    room through the other one, the page's server comes back on the same port: the
+    page reconnects with since= and shows the three, once each, and no warning."""
+    env = subprocess_env({"SPRY_BROKER_URL": redis_server.url})
+    restartable = RestartableServer(tmp_path, env=env)
+    other = start_example(tmp_path / "other.log", env=env)
+    try:
+        first = restartable.start()
+        alice, bob = open_page(first), open_page(other)
+        alice.join(first, "alice", "phoenix")
+        bob.join(other, "bob", "phoenix")
+        bob.say("before the restart")
+        alice.expect_messages("bob: before the restart")
+        alice.say("me before")
+        bob.expect_messages("me: before the restart", "alice: me before")
+
+        restartable.stop()
+        expect(alice.status).to_have_text("reconnecting…", timeout=TIMEOUT_MS)
+        for n in range(3):
+            bob.say(f"while away {n}")
+        second = restartable.start()
+        expect(alice.status).to_have_text("connected", timeout=RECONNECT_TIMEOUT_MS)
+        wait_for_log(second, "(alice) joined room 'phoenix'", "recovered True, 3 replayed")
+        alice.expect_messages(
+            "bob: before the restart",
+            "me: me before",
+            "bob: while away 0",
+            "bob: while away 1",
+            "bob: while away 2",
+        )
+        bob.say("after")
+        alice.expect_messages(
+            "bob: before the restart",
+            "me: me before",
+            "bob: while away 0",
+            "bob: while away 1",
+            "bob: while away 2",
+            "bob: after",
+        )
+        expect(alice.page.locator("#messages .notice.warning")).to_have_count(0)
+        assert alice.unexpected_errors() == [], alice.errors
+        assert bob.errors == [], bob.errors
+    finally:
+        for run in restartable.runs:
+            stop_example(run)
+        stop_example(other)

@@ -44,6 +44,15 @@ def redis_process() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
+def persistent_redis(redis_process: RedisProcess) -> RedisProcess:
+    """A running ``redis-server`` with ``--appendonly yes``: a SIGKILL and restart keep
+    every write it acknowledged."""
+    redis_process.appendonly = True
+    redis_process.start()
+    return redis_process
+
+
+@pytest.fixture
 def redis_server(redis_process: RedisProcess) -> RedisProcess:
     """A running ``redis-server`` on a free 127.0.0.1 port, stopped after the test."""
     redis_process.start()

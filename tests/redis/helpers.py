@@ -224,23 +224,46 @@ async def barrier(apps: Iterable[web.Application], topic: str, peers: Iterable[P
 
 @dataclass
 class Member:
-    """A member of an ``example_app`` room, joined with ``?name=``; collects what it gets."""
+    """A member of an ``example_app`` room (v2), joined with ``?name=``; collects what it gets.
+
+    ``welcome`` is its first frame; ``received`` every later text frame, as JSON.
+    """
 
     name: str
     room: str
     ws: aiohttp.ClientWebSocketResponse[bool]
+    welcome: dict[str, Any]
     received: list[dict[str, Any]] = field(default_factory=list)
     other_frames: list[Received] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def join(cls, http: aiohttp.ClientSession, port: int, room: str, name: str) -> Member:
+    async def join(
+        cls,
+        http: aiohttp.ClientSession,
+        port: int,
+        room: str,
+        name: str,
+        *,
+        since: str | None = None,
+        presence: bool = False,
+    ) -> Member:
+        """Join and read the welcome (sent once the member is subscribed everywhere)."""
+        query = (
+            f"name={name}"
+            + (f"&since={since}" if since else "")
+            + ("&presence=1" if presence else "")
+        )
         ws = await http.ws_connect(
-            f"http://{HOST}:{port}/rooms/{room}?name={name}",
+            f"http://{HOST}:{port}/rooms/{room}?{query}",
             timeout=aiohttp.ClientWSTimeout(ws_close=IO_TIMEOUT),
         )
-        member = cls(name, room, ws)
+        first = await ws.receive(timeout=IO_TIMEOUT)
+        assert first.type is aiohttp.WSMsgType.TEXT, first
+        welcome = json.loads(first.data)
+        assert welcome["type"] == "welcome", welcome
+        member = cls(name, room, ws, welcome)
         member.reader = asyncio.get_running_loop().create_task(member._read())
         return member
 
@@ -252,16 +275,41 @@ class Member:
             else:
                 self.other_frames.append(message)
 
+    def messages(self) -> list[dict[str, Any]]:
+        """The message frames, in arrival order."""
+        return [m for m in self.received if m.get("type") == "message"]
+
     def texts_from(self, sender: str) -> list[str]:
         """The texts this member got from the member named ``sender``, in order."""
-        return [m["text"] for m in self.received if m.get("name") == sender]
+        return [m["text"] for m in self.messages() if m.get("name") == sender]
 
     def chat(self) -> list[dict[str, Any]]:
         """What other members sent (HTTP announcements and probes left out)."""
-        return [m for m in self.received if m.get("from") != "http"]
+        return [m for m in self.messages() if m.get("from") != "http"]
 
     def got_probe(self) -> bool:
-        return any(m.get("from") == "http" for m in self.received)
+        return any(m.get("from") == "http" for m in self.messages())
+
+    def offsets(self) -> list[int]:
+        """The offsets of the message frames, in arrival order."""
+        return [m["offset"] for m in self.messages()]
+
+    def position(self) -> str:
+        """``EPOCH:OFFSET`` to come back with: the welcome's position, advanced over every
+        offset seen since without a hole (message frames and acks of its own messages)."""
+        epoch, offset = self.welcome["epoch"], self.welcome["offset"]
+        seen = {
+            m["offset"]
+            for m in self.received
+            if m.get("type") in ("message", "ack") and m["epoch"] == epoch
+        }
+        while offset + 1 in seen:
+            offset += 1
+        return f"{epoch}:{offset}"
+
+    def close_code(self) -> int | None:
+        closes = [f for f in self.other_frames if f.type is aiohttp.WSMsgType.CLOSE]
+        return int(closes[0].data) if closes else self.ws.close_code
 
     async def send(self, text: str) -> None:
         await self.ws.send_str(text)
@@ -283,8 +331,8 @@ async def until_every_member_listens(
 ) -> None:
     """POST probe announcements (to each port in turn) until every member got one.
 
-    The rooms send no join message; a member that received an announcement is
-    subscribed in its own process, and its process in Redis.
+    A member gets its welcome once subscribed in its own process and in Redis;
+    an announcement reaching every member also proves each process delivers.
     """
     probe = 0
 
@@ -347,7 +395,7 @@ async def exchange_and_check(members: list[Member], per_member: int) -> None:
             if other != member.name:
                 assert member.texts_from(other) == [*sent[other], "end"], (member.name, other)
         for message in member.chat():
-            assert set(message) == {"room", "from", "text", "name"}, message
+            assert set(message) == {"type", "room", "from", "text", "name", "epoch", "offset"}
             assert message["room"] == member.room, message
             senders_ids[message["name"]].add(message["from"])
         assert len(member.chat()) == (len(members) - 1) * (per_member + 1)
@@ -384,6 +432,9 @@ class TcpProxy:
         #: Seconds before a new connection is forwarded (a slow or distant Redis).
         self.connect_delay = connect_delay
         self.port = free_port()
+        #: While set, what Redis answers is read and thrown away (requests still go
+        #: through): Redis applies a command, and its reply never arrives.
+        self.swallow_replies = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -427,8 +478,8 @@ class TcpProxy:
             return
         self._writers.add(up_writer)
         loop = asyncio.get_running_loop()
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = loop.create_task(self._pipe(source, sink, (writer, up_writer)))
+        for source, sink, replies in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = loop.create_task(self._pipe(source, sink, (writer, up_writer), replies))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -437,9 +488,12 @@ class TcpProxy:
         source: asyncio.StreamReader,
         sink: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        replies: bool,
     ) -> None:
         try:
             while chunk := await source.read(65536):
+                if replies and self.swallow_replies:
+                    continue
                 sink.write(chunk)
                 await sink.drain()
         except OSError:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.helpers import ServerProcess, start_example
 from tests.support.optional import require_tool
+from tests.support.polling import eventually
 from tests.support.procs import HOST, free_port, stop_process, subprocess_env
 from tests.support.redisproc import RedisProcess
 
@@ -64,18 +65,21 @@ def gunicorn(tmp_path: Path, redis_server: RedisProcess) -> Iterator[ServerProce
 async def test_gunicorn_two_workers_share_a_room_exactly_once(
     gunicorn: ServerProcess, redis_server: RedisProcess, http: aiohttp.ClientSession
 ) -> None:
-    await wait_subscriber_connections(redis_server, 2)  # both workers' brokers are up
+    await wait_subscriber_connections(redis_server, 2)  # the brokers are up
     # Two different worker pids answer /stats (each request on a new connection).
+    # A worker may still be booting: ask until both have answered (bounded).
     pids: set[int] = set()
-    for _ in range(MAX_MEMBERS):
+
+    async def both_workers_answered() -> bool:
         async with http.get(
             f"http://{HOST}:{gunicorn.port}/stats", headers={"Connection": "close"}
         ) as response:
             stats = await response.json()
         assert stats["broker"].startswith("RedisBroker(")
         pids.add(stats["pid"])
-        if len(pids) == 2:
-            break
+        return len(pids) == 2
+
+    await eventually(both_workers_answered, 20.0, 0.02, what=lambda: f"two workers, saw {pids}")
 
     # Open members until both workers have some (both subscribe the room in Redis).
     members: list[Member] = []

@@ -1,8 +1,10 @@
 """A real ``redis-server`` for tests and benchmarks, on a free 127.0.0.1 port, stopped by PID.
 
-Nothing is persisted (no RDB, no AOF) and the server runs in a temporary
-directory, so a kill and a restart on the same port starts empty, like a
-Redis that crashed and came back.
+By default nothing is persisted (no RDB, no AOF) and the server runs in a
+temporary directory, so a kill and a restart on the same port starts empty,
+like a Redis that crashed and came back. With ``appendonly=True`` it keeps an
+append-only file (``appendfsync always``) there, so a restart after a SIGKILL
+comes back with every write it acknowledged.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def redis_server_path() -> str | None:
 class RedisProcess:
     """One ``redis-server`` this suite started; :meth:`kill` and :meth:`start` it at will."""
 
-    def __init__(self, executable: str, port: int | None = None) -> None:
+    def __init__(
+        self, executable: str, port: int | None = None, *, appendonly: bool = False
+    ) -> None:
         self.executable = executable
+        self.appendonly = appendonly
         self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="spry-redis-"))
         self.log_path = self._dir / "redis.log"
@@ -57,7 +62,9 @@ class RedisProcess:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self._dir),
                 "--protected-mode",
