@@ -510,3 +510,28 @@ def test_scanner_reads_a_64_bit_length_it_cannot_skip_in_one_read() -> None:
         check.feed_data(bytes(MIB))  # payload bytes only: never parsed as headers
     assert check.feed_data(encode_frame(TEXT, b"bad", mask=False)) == (True, b"")
     assert len(parser.fed) == len(header) + 3 * MIB
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_scanner_walks_runs_of_16_bit_frames_and_stops_before_a_bad_one(seed: int) -> None:
+    # The hot loop for 126..65535-byte frames (a 4 KiB echo): several in one read,
+    # a 7-bit frame among them, then an unmasked 16-bit frame with good ones after.
+    rng = random.Random(seed)
+    good = b"".join(
+        zero_masked(BINARY, b"k" * rng.choice((126, 300, 4096, 65535)))
+        + (zero_masked(TEXT, b"short") if rng.random() < 0.2 else b"")
+        for _ in range(12)
+    )
+    bad = encode_frame(BINARY, b"u" * 4096, mask=False)
+    data = good + bad + zero_masked(BINARY, b"a" * 4096)
+    cuts = sorted(rng.sample(range(1, len(data)), 5))
+    parser, queue = RecordingParser(), RecordingQueue()
+    check = _FrameCheck(parser, queue)
+    assert feed_in_pieces(check, data, cuts, careful=False)
+    assert bytes(parser.fed) in (good, good + bad[:1])
+    [error] = queue.exceptions
+    assert str(error) == str(Violation.UNMASKED)
+    # And the good frames alone, in one read: every byte passed, nothing refused.
+    parser, queue = RecordingParser(), RecordingQueue()
+    assert not feed_in_pieces(_FrameCheck(parser, queue), good, [], careful=False)
+    assert (bytes(parser.fed), queue.exceptions) == (good, [])
