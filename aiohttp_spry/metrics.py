@@ -160,6 +160,29 @@ class SpryMetrics:
             "broker_connected", "1 while the broker reaches other processes.", broker.connected
         )
         yield _counter("broker_outages", "Broker connection outages.", broker.outages)
+        history = app[FANOUT_KEY].history_stats()  # all 0 without history or presence
+        recoveries = CounterMetricFamily(
+            PREFIX + "recoveries",
+            "Subscribes with since= to a topic with history, by whether every missed "
+            "message was replayed.",
+            labels=["recovered"],
+        )
+        recoveries.add_metric(["true"], history["recovered"])
+        recoveries.add_metric(["false"], history["not_recovered"])
+        yield recoveries
+        yield _counter(
+            "recovery_replayed_messages", "Messages replayed to recovering sessions.",
+            history["replayed"],
+        )  # fmt: skip
+        yield _counter(
+            "history_gaps_closed",
+            "Sessions closed with 1012 because a topic's history could not fill a gap.",
+            history["gaps_closed"],
+        )
+        yield _gauge(
+            "present_members", "Presences this process holds (sessions with presence=).",
+            history["present_here"],
+        )  # fmt: skip
         for source in self._sources:
             yield from source()
 

@@ -37,6 +37,11 @@ NAMES = {
     "aiohttp_spry_pubsub_slow_closes_total",
     "aiohttp_spry_broker_connected",
     "aiohttp_spry_broker_outages_total",
+    # With the history issue: recoveries and present members.
+    "aiohttp_spry_recoveries_total",
+    "aiohttp_spry_recovery_replayed_messages_total",
+    "aiohttp_spry_history_gaps_closed_total",
+    "aiohttp_spry_present_members",
 }
 
 
@@ -248,3 +253,43 @@ def test_the_metered_receive_is_the_plain_one_plus_the_counts() -> None:
         ]
 
     assert body(MeteredWebSocket.__anext__) == body(WebSocket.__anext__)
+
+
+async def test_recoveries_and_present_members_are_counted(aiohttp_client: AiohttpClient) -> None:
+    spry = Spry()
+    spry.history("h:", size=10, ttl=60)
+
+    @spry.route("/join")
+    async def join(event: Event) -> web.StreamResponse:
+        async def session(ws: WebSocket) -> None:
+            result = await ws.subscribe(
+                "h:room", since=event.query.get("since"), presence={"name": "ann"}, hold=True
+            )
+            await ws.send_json({"recovered": result.recovered})
+            ws.resume("h:room")  # the replay after this first frame
+            async for _ in ws.events:
+                pass
+
+        return event.ws.upgrade(session)
+
+    app = web.Application()
+    spry.init_app(app)
+    enable_metrics(app, registry=CollectorRegistry())
+    app.router.add_get("/metrics", metrics_handler)
+    client = await aiohttp_client(app)
+    first = await client.ws_connect("/join")
+    assert (await first.receive_json(timeout=TIMEOUT))["recovered"] is None
+    position = await spry.publish(app, "h:room", {"n": 1}, ack=True)
+    await spry.publish(app, "h:room", {"n": 2}, ack=True)
+    assert (await first.receive_json(timeout=TIMEOUT))["n"] == 1
+    back = await client.ws_connect(f"/join?since={position}")
+    assert (await back.receive_json(timeout=TIMEOUT))["recovered"] is True
+    lost = await client.ws_connect("/join?since=some-other-epoch:1")
+    assert (await lost.receive_json(timeout=TIMEOUT))["recovered"] is False
+    samples = await scrape(client)
+    assert samples["aiohttp_spry_recoveries_total", (("recovered", "true"),)] == 1
+    assert samples["aiohttp_spry_recoveries_total", (("recovered", "false"),)] == 1
+    assert samples["aiohttp_spry_recovery_replayed_messages_total", ()] == 1
+    assert samples["aiohttp_spry_present_members", ()] == 3
+    for ws in (first, back, lost):
+        await ws.close()
