@@ -245,12 +245,13 @@ async def fanout(
     return {"broker": label, "bursts": bursts, "summary": summarise_fanout(bursts)}
 
 
-async def until_count(control: Control, topic: str, count: int) -> None:
-    for _ in range(1000):
+async def until_count(control: Control, topic: str, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if (await control.ask("count", topic=topic))["subscribers"] >= count:
             return
         await asyncio.sleep(0.02)
-    raise RuntimeError(f"{count} subscribers never joined {topic}")
+    raise RuntimeError(f"{count} subscribers never joined {topic} within {timeout}s")
 
 
 def summarise_fanout(bursts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -346,7 +347,8 @@ async def storm(
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             control = await Control.open(http, proc.port)
             members = await open_subscribers(http, proc.port, "h:storm", m)
-            await until_count(control, "h:storm", m)
+            # Thousands of joins on Redis each read the history: allow them time.
+            await until_count(control, "h:storm", m, timeout=180.0)
             since = (await control.ask("position", topic="h:storm"))["position"]
             await close_all(members)
             await until_count_at_most(control, "h:storm", 0)
