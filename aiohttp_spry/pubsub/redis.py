@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
@@ -62,6 +62,8 @@ _NODE_BYTES: Final = 8
 _BATCH: Final = 512
 _CLOSE_ATTEMPTS: Final = 5
 _CLOSE_WAIT: Final = 1.0
+#: The subscriber, the publisher, the subscription sync and one command at least.
+_MIN_CONNECTIONS: Final = 4
 
 
 class Link(enum.Enum):
@@ -89,6 +91,12 @@ class RedisBroker(Broker):
         subscribe_timeout: the longest ``subscribe()`` waits for Redis to
             confirm a subscription before returning anyway.
         connect_timeout: seconds to wait for a TCP connection to Redis.
+        max_connections: the most connections to Redis this broker opens (the
+            subscriber, the publisher and commands such as history reads). A
+            burst of joins waits for a free one (at most ``pool_timeout``
+            seconds) instead of opening one each: redis-py's own pool refuses
+            a command past 100 connections, and Redis past its ``maxclients``.
+        pool_timeout: seconds a command waits for a free connection.
         presence_ttl: seconds a present session's entry lives without a
             refresh (a process that dies takes at most this, plus
             ``presence_refresh``, to be seen leaving).
@@ -108,11 +116,22 @@ class RedisBroker(Broker):
         reconnect_max: float = 2.0,
         subscribe_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        max_connections: int = 32,
+        pool_timeout: float = 10.0,
         presence_ttl: float = 15.0,
         presence_refresh: float = 5.0,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending!r}")
+        if not isinstance(max_connections, int) or max_connections < _MIN_CONNECTIONS:
+            raise ValueError(
+                f"max_connections must be an int >= {_MIN_CONNECTIONS} (the subscriber, the "
+                f"publisher and commands), got {max_connections!r}"
+            )
+        if not pool_timeout > 0:
+            raise ValueError(
+                f"pool_timeout must be a positive number of seconds, got {pool_timeout!r}"
+            )
         if not 0 < reconnect_min <= reconnect_max:
             raise ValueError(
                 "reconnect_min and reconnect_max must satisfy 0 < min <= max, got "
@@ -134,6 +153,8 @@ class RedisBroker(Broker):
         self._backoff = EqualJitterBackoff(cap=reconnect_max, base=reconnect_min)
         self.subscribe_timeout = subscribe_timeout
         self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
         # Messages from this process come back from Redis; the node id skips them.
         self._node = secrets.token_bytes(_NODE_BYTES)
         self._deliver: Deliver | None = None
@@ -189,11 +210,16 @@ class RedisBroker(Broker):
         self._deliver = deliver
         # No retries inside redis-py: a broken connection surfaces here at once
         # and this broker reconnects with its own backoff and logging.
-        self._client = Redis.from_url(
+        no_retry = Retry(NoBackoff(), 0)
+        pool = BlockingConnectionPool.from_url(
             self.url,
-            retry=Retry(NoBackoff(), 0),
+            max_connections=self.max_connections,
+            timeout=self.pool_timeout,
+            retry=no_retry,
             socket_connect_timeout=self.connect_timeout,
         )
+        self._client = Redis(connection_pool=pool, retry=no_retry)
+        self._client.auto_close_connection_pool = True  # as Redis.from_pool does
         self._history.bind(self._client)
         self._presence.bind(self._client)
         loop = asyncio.get_running_loop()
