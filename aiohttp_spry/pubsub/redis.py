@@ -96,7 +96,9 @@ class RedisBroker(Broker):
             burst of joins waits for a free one (at most ``pool_timeout``
             seconds) instead of opening one each: redis-py's own pool refuses
             a command past 100 connections, and Redis past its ``maxclients``.
-        pool_timeout: seconds a command waits for a free connection.
+        pool_timeout: seconds a command waits for a free connection (a reconnect
+            storm of 5,000 members each reading 100 messages keeps the pool busy
+            for several seconds: the wait is a queue, not an outage).
         presence_ttl: seconds a present session's entry lives without a
             refresh (a process that dies takes at most this, plus
             ``presence_refresh``, to be seen leaving).
@@ -117,7 +119,7 @@ class RedisBroker(Broker):
         subscribe_timeout: float = 5.0,
         connect_timeout: float = 2.0,
         max_connections: int = 32,
-        pool_timeout: float = 10.0,
+        pool_timeout: float = 60.0,
         presence_ttl: float = 15.0,
         presence_refresh: float = 5.0,
     ) -> None:
