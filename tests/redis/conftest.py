@@ -24,10 +24,14 @@ from tests.support.polling import eventually
 from tests.support.procs import HOST, subprocess_env
 from tests.support.redisproc import RedisProcess, redis_server_path
 
+from .helpers import wait_subscriber_connections
+
 #: ``port = await serve_app(app)``: served like ``web.run_app`` on 127.0.0.1.
 ServeApp = Callable[[web.Application], Awaitable[int]]
 #: ``server = start_example(name, broker_url)``: ``python -m example_app`` on a free port.
 StartExample = Callable[[str, str], ServerProcess]
+#: ``proc_a, proc_b = two_examples``: two example processes sharing the test's Redis.
+TwoExamples = tuple[ServerProcess, ServerProcess]
 
 
 @pytest.fixture
@@ -111,3 +115,12 @@ def start_example(tmp_path: Path, redis_process: RedisProcess) -> Iterator[Start
     finally:
         for server in started:
             stop_example(server)
+
+
+@pytest.fixture
+async def two_examples(redis_server: RedisProcess, start_example: StartExample) -> TwoExamples:
+    """``python -m example_app`` as A and B on the test's Redis, both brokers subscribed."""
+    a = start_example("A", redis_server.url)
+    b = start_example("B", redis_server.url)
+    await wait_subscriber_connections(redis_server, 2)
+    return a, b

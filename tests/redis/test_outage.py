@@ -20,7 +20,7 @@ import aiohttp
 from tests.support.polling import eventually
 from tests.support.redisproc import RedisProcess
 
-from .conftest import StartExample
+from .conftest import StartExample, TwoExamples
 from .helpers import (
     CHANNEL_PREFIX,
     LOST,
@@ -264,11 +264,9 @@ async def test_first_message_after_a_persistent_redis_restart_arrives_and_one_ou
 
 
 async def test_redis_restart_without_persistence_tells_every_member_recovered_false(
-    redis_server: RedisProcess, start_example: StartExample, http: aiohttp.ClientSession
+    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
-    proc_a = start_example("A", redis_server.url)
-    proc_b = start_example("B", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+    proc_a, proc_b = two_examples
     a1 = await Member.join(http, proc_a.port, ROOM, "a1")
     b1 = await Member.join(http, proc_b.port, ROOM, "b1")
     old_epoch = a1.welcome["epoch"]

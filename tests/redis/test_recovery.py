@@ -23,8 +23,8 @@ from tests.support.polling import eventually
 from tests.support.procs import HOST, stop_process
 from tests.support.redisproc import RedisProcess
 
-from .conftest import StartExample
-from .helpers import CHANNEL_PREFIX, Member, wait_numsub, wait_subscriber_connections
+from .conftest import TwoExamples
+from .helpers import CHANNEL_PREFIX, Member, wait_numsub
 
 ROOM = "recovery"
 CHANNEL = f"{CHANNEL_PREFIX}room:{ROOM}"
@@ -57,11 +57,9 @@ async def send_acked(member: Member, texts: list[str]) -> list[int]:
 
 
 async def test_a_member_back_after_50_from_another_process_gets_exactly_those_then_live(
-    redis_server: RedisProcess, start_example: StartExample, http: aiohttp.ClientSession
+    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
-    proc_a = start_example("A", redis_server.url)
-    proc_b = start_example("B", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+    proc_a, proc_b = two_examples
     away = await Member.join(http, proc_a.port, ROOM, "away")
     talker = await Member.join(http, proc_b.port, ROOM, "talker")
     await send_acked(talker, ["seen"])
@@ -87,11 +85,9 @@ async def test_a_member_back_after_50_from_another_process_gets_exactly_those_th
 
 
 async def test_messages_flowing_during_the_replay_arrive_once_in_order(
-    redis_server: RedisProcess, start_example: StartExample, http: aiohttp.ClientSession
+    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
-    proc_a = start_example("A", redis_server.url)
-    proc_b = start_example("B", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+    proc_a, proc_b = two_examples
     away = await Member.join(http, proc_a.port, ROOM, "away")
     talker = await Member.join(http, proc_b.port, ROOM, "talker")
     since = away.position()
@@ -127,11 +123,9 @@ async def test_messages_flowing_during_the_replay_arrive_once_in_order(
 
 
 async def test_sigkill_of_a_members_process_and_back_on_the_other_loses_and_doubles_nothing(
-    redis_server: RedisProcess, start_example: StartExample, http: aiohttp.ClientSession
+    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
-    proc_a = start_example("A", redis_server.url)
-    proc_b = start_example("B", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+    proc_a, proc_b = two_examples
     victim = await Member.join(http, proc_a.port, ROOM, "victim")
     talker = await Member.join(http, proc_b.port, ROOM, "talker")
     stop = asyncio.Event()
@@ -171,11 +165,9 @@ async def test_sigkill_of_a_members_process_and_back_on_the_other_loses_and_doub
 
 
 async def test_presence_is_seen_across_processes_and_a_clean_leave_within_a_second(
-    redis_server: RedisProcess, start_example: StartExample, http: aiohttp.ClientSession
+    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
-    proc_a = start_example("A", redis_server.url)
-    proc_b = start_example("B", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+    proc_a, proc_b = two_examples
     ann = await Member.join(http, proc_a.port, ROOM, "ann", presence=True)
     bob = await Member.join(http, proc_b.port, ROOM, "bob", presence=True)
     quiet = await Member.join(http, proc_b.port, ROOM, "quiet")  # no presence=1
@@ -216,11 +208,9 @@ async def test_presence_is_seen_across_processes_and_a_clean_leave_within_a_seco
 
 @pytest.mark.timeout(90)
 async def test_a_sigkilled_processs_members_leave_within_the_bound(
-    redis_server: RedisProcess, start_example: StartExample, http: aiohttp.ClientSession
+    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
-    proc_a = start_example("A", redis_server.url)
-    proc_b = start_example("B", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+    proc_a, proc_b = two_examples
     watcher = await Member.join(http, proc_a.port, ROOM, "watcher", presence=True)
     doomed = [await Member.join(http, proc_b.port, ROOM, f"d{n}") for n in range(3)]
     await eventually(
