@@ -54,7 +54,7 @@ from .redis_link import Link, NodeLink, Pending
 from .redis_names import RedisNames
 from .redis_presence import RedisPresence
 
-__all__ = ["Link", "RedisBroker"]
+__all__ = ["Link", "RedisBroker", "RedisBrokerBase"]
 
 _LOST: Final = LOST
 _TEXT: Final = b"t"
@@ -68,37 +68,10 @@ _MIN_CONNECTIONS: Final = 4
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
 
 
-class RedisBroker(Broker):
-    """Carries published messages between processes through Redis pub/sub.
-
-    Example (it connects when the application starts)::
-
-        spry = Spry(app, broker=RedisBroker("redis://127.0.0.1:6379/0"))
-
-    Args:
-        url: ``redis://[:password@]host:port/db``, ``rediss://`` or ``unix://``.
-        channel_prefix: prepended to each topic to name its Redis channel, so
-            several applications can share one Redis.
-        max_pending: the most messages kept while Redis is unreachable; past
-            it the oldest are dropped (counted in the reconnect log line).
-        reconnect_min: the first wait, in seconds, before a reconnect attempt.
-        reconnect_max: the longest wait, in seconds, between reconnect attempts.
-        subscribe_timeout: the longest ``subscribe()`` waits for Redis to
-            confirm a subscription before returning anyway.
-        connect_timeout: seconds to wait for a TCP connection to Redis.
-        max_connections: the most connections to Redis this broker opens (the
-            subscriber, the publisher and commands such as history reads). A
-            burst of joins waits for a free one (at most ``pool_timeout``
-            seconds) instead of opening one each: redis-py's own pool refuses
-            a command past 100 connections, and Redis past its ``maxclients``.
-        pool_timeout: seconds a command waits for a free connection (a reconnect
-            storm of 5,000 members each reading 100 messages keeps the pool busy
-            for several seconds: the wait is a queue, not an outage).
-        presence_ttl: seconds a present session's entry lives without a
-            refresh (a process that dies takes at most this, plus
-            ``presence_refresh``, to be seen leaving).
-        presence_refresh: seconds between two refreshes of this process's
-            present sessions (which also removes others' expired ones).
+class RedisBrokerBase(Broker):
+    """What the single-node and the cluster broker share: the broker contract,
+    history and presence, and decoding what the node links receive. The two
+    differ in how many node links they hold and which one carries a channel.
     """
 
     supports_history = True
@@ -167,7 +140,7 @@ class RedisBroker(Broker):
         self._presence = RedisPresence(self._names, presence_ttl)
         self._routing = False  # whether received messages may be positioned or presence
         self._closing = False
-        self._link = self._new_link(self.safe_url, self._names.liveness(self._node))
+        self._init_links()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.safe_url!r})"
@@ -202,26 +175,42 @@ class RedisBroker(Broker):
         client.auto_close_connection_pool = True  # as Redis.from_pool does
         return client
 
+    def _init_links(self) -> None:
+        """Make the node links known before start (at the end of ``__init__``)."""
+        raise NotImplementedError
+
     def _links(self) -> Iterable[NodeLink]:
-        """Every node link (one here; one per shard on a cluster)."""
-        return (self._link,)
+        """Every node link."""
+        raise NotImplementedError
 
     def _link_for(self, channel: bytes) -> NodeLink | None:
         """The link of the node that carries ``channel`` (``None``: not known yet)."""
-        return self._link
+        raise NotImplementedError
 
     def _reachable(self, topic: str) -> Commands | None:
         """The client for ``topic``'s presence commands, or ``None`` while its node is down."""
-        if self._client is None or self._closing or self._link.down:
+        link = self._link_for(self._names.channel(topic))
+        if self._client is None or self._closing or link is None or link.down:
             return None
         return self._client
 
     async def _leave_all(self, client: Commands) -> None:
         """A clean shutdown: this process's sessions leave at once, not at expiry."""
-        assert isinstance(client, Redis)
-        async with client.pipeline(transaction=False) as pipe:
-            await self._presence.leave_all(pipe)
-            await pipe.execute()
+        raise NotImplementedError
+
+    def _hold(self, plain: list[Pending], positioned: list[Positioned]) -> None:
+        """Messages with no node to go to yet (a cluster whose topology is unknown)."""
+        raise NotImplementedError
+
+    async def moved(self, link: NodeLink) -> None:
+        """See :meth:`.redis_link.LinkOwner.moved`."""
+        raise NotImplementedError
+
+    async def reroute(
+        self, link: NodeLink, plain: list[Pending], positioned: list[Positioned]
+    ) -> None:
+        """See :meth:`.redis_link.LinkOwner.reroute`."""
+        raise NotImplementedError
 
     # -- state -------------------------------------------------------------------------
 
@@ -243,16 +232,10 @@ class RedisBroker(Broker):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self, deliver: Deliver) -> None:
+    def _started(self, deliver: Deliver) -> None:
         if self._deliver is not None:
             raise RuntimeError(f"{self!r} was already started; use one broker per application")
         self._deliver = deliver
-        client = self._node_client(self.url)
-        self._client = client
-        self._history.bind(client)
-        self._presence.bind(client)
-        self._link.start(client)
-        self._start_tasks()
 
     def _start_tasks(self) -> None:
         loop = asyncio.get_running_loop()
@@ -278,7 +261,7 @@ class RedisBroker(Broker):
         self._deliver = None
 
     async def _close_client(self) -> None:
-        """The single node's command client is its link's, closed with it."""
+        """Close the command client, if the links do not (after them)."""
         self._client = None
 
     # -- the broker contract ---------------------------------------------------------
@@ -307,10 +290,6 @@ class RedisBroker(Broker):
             self._hold([(channel, data)], [])
         else:
             link.publish(channel, data)
-
-    def _hold(self, plain: list[Pending], positioned: list[Positioned]) -> None:
-        """Messages with no node to go to yet (a cluster whose topology is unknown)."""
-        raise AssertionError("a single Redis node always has its link")
 
     # -- history (:mod:`.redis_history`) -------------------------------------------
 
@@ -425,6 +404,70 @@ class RedisBroker(Broker):
             # Whatever passed while this channel was not subscribed is read
             # from the history (nothing, on a first subscription).
             self._listener.resync(topic)
+
+
+class RedisBroker(RedisBrokerBase):
+    """Carries published messages between processes through Redis pub/sub.
+
+    Example (it connects when the application starts)::
+
+        spry = Spry(app, broker=RedisBroker("redis://127.0.0.1:6379/0"))
+
+    Args:
+        url: ``redis://[:password@]host:port/db``, ``rediss://`` or ``unix://``.
+        channel_prefix: prepended to each topic to name its Redis channel, so
+            several applications can share one Redis.
+        max_pending: the most messages kept while Redis is unreachable; past
+            it the oldest are dropped (counted in the reconnect log line).
+        reconnect_min: the first wait, in seconds, before a reconnect attempt.
+        reconnect_max: the longest wait, in seconds, between reconnect attempts.
+        subscribe_timeout: the longest ``subscribe()`` waits for Redis to
+            confirm a subscription before returning anyway.
+        connect_timeout: seconds to wait for a TCP connection to Redis.
+        max_connections: the most connections to Redis this broker opens (the
+            subscriber, the publisher and commands such as history reads). A
+            burst of joins waits for a free one (at most ``pool_timeout``
+            seconds) instead of opening one each: redis-py's own pool refuses
+            a command past 100 connections, and Redis past its ``maxclients``.
+        pool_timeout: seconds a command waits for a free connection (a reconnect
+            storm of 5,000 members each reading 100 messages keeps the pool busy
+            for several seconds: the wait is a queue, not an outage).
+        presence_ttl: seconds a present session's entry lives without a
+            refresh (a process that dies takes at most this, plus
+            ``presence_refresh``, to be seen leaving).
+        presence_refresh: seconds between two refreshes of this process's
+            present sessions (which also removes others' expired ones).
+    """
+
+    def _init_links(self) -> None:
+        self._link = self._new_link(self.safe_url, self._names.liveness(self._node))
+
+    async def start(self, deliver: Deliver) -> None:
+        self._started(deliver)
+        client = self._node_client(self.url)
+        self._client = client
+        self._history.bind(client)
+        self._presence.bind(client)
+        self._link.start(client)
+        self._start_tasks()
+
+    def _links(self) -> Iterable[NodeLink]:
+        """Every node link (one here; one per shard on a cluster)."""
+        return (self._link,)
+
+    def _link_for(self, channel: bytes) -> NodeLink | None:
+        """The link of the node that carries ``channel`` (``None``: not known yet)."""
+        return self._link
+
+    async def _leave_all(self, client: Commands) -> None:
+        """A clean shutdown: this process's sessions leave at once, not at expiry."""
+        assert isinstance(client, Redis)
+        async with client.pipeline(transaction=False) as pipe:
+            await self._presence.leave_all(pipe)
+            await pipe.execute()
+
+    def _hold(self, plain: list[Pending], positioned: list[Positioned]) -> None:
+        raise AssertionError("a single Redis node always has its link")
 
     async def moved(self, link: NodeLink) -> None:
         logger.error(

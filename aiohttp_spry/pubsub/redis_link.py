@@ -246,6 +246,12 @@ class NodeLink:
                 if not waiters:
                     del self._waiters[channel]
 
+    def want(self, channel: bytes) -> None:
+        """Subscribe ``channel`` without waiting (it moved here from another shard)."""
+        if channel not in self._wanted:
+            self._wanted.add(channel)
+            self._changed.set()
+
     def unsubscribe(self, channel: bytes) -> None:
         """Stop receiving ``channel``. Never blocks."""
         self._wanted.discard(channel)
