@@ -143,7 +143,9 @@ class ClusterNames(RedisNames):
         if not channel.startswith(self.prefix + b"{"):
             raise ValueError(f"channel {channel!r} is not a topic channel of {self.prefix!r}")
         start = len(self.prefix) + 1
-        end = channel.index(b"}", start)
+        end = channel.find(b"}", start)
+        if end < 0:
+            raise ValueError(f"channel {channel!r} is not a topic channel of {self.prefix!r}")
         rest = channel[end + 1 :]
         if rest not in (b"", PRESENCE_MARK):
             raise ValueError(f"channel {channel!r} is not a topic channel of {self.prefix!r}")
@@ -161,7 +163,9 @@ class ClusterNames(RedisNames):
                 elif code == b"c":
                     out += b"}"
                 else:
-                    raise ValueError(f"channel {channel!r} has a bad escape")
+                    raise ValueError(
+                        f"channel {channel!r} is not a topic channel of {self.prefix!r}"
+                    )
                 i += 2
             else:
                 out += byte
