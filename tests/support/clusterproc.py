@@ -48,6 +48,7 @@ __all__ = [
     "ClusterNode",
     "ErrorReply",
     "NodeView",
+    "RawConnection",
     "RedisClusterProcess",
     "Reply",
     "key_slot",
@@ -174,6 +175,50 @@ def cluster_port(host: str, taken: Iterable[int] = ()) -> int:
         if _bindable(host, port) and _bindable(host, port + BUS_OFFSET):
             return port
     raise RuntimeError(f"no port P with P and P+{BUS_OFFSET} free on {host} in 200 tries")
+
+
+class RawConnection:
+    """One plain RESP2 connection to a node, for what :meth:`RedisClusterProcess.command`
+    cannot do: stay ``SSUBSCRIBE``d and read pushes, or send ``ASKING`` first.
+
+    Example::
+
+        with cluster.connect(node) as conn:
+            conn.send("SSUBSCRIBE", "p{t}")
+            assert conn.read() == [b"ssubscribe", b"p{t}", 1]
+    """
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self._stream = self.sock.makefile("rb")
+
+    def send(self, *args: str | bytes | int) -> None:
+        """Send one command without waiting for its reply."""
+        self.sock.sendall(encode_command(*args))
+
+    def read(self, timeout: float = 5.0) -> Reply:
+        """The next reply or push.
+
+        Raises:
+            TimeoutError: nothing came within ``timeout`` seconds.
+        """
+        self.sock.settimeout(timeout)
+        return read_reply(self._stream)
+
+    def request(self, *args: str | bytes | int) -> Reply:
+        """Send one command and return its reply."""
+        self.send(*args)
+        return self.read()
+
+    def close(self) -> None:
+        self._stream.close()
+        self.sock.close()
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,10 +475,12 @@ class RedisClusterProcess:
         return reply
 
     def _call_on(self, host: str, port: int, *args: str | bytes | int) -> Reply:
-        with socket.create_connection((host, port), timeout=5.0) as sock:
-            sock.sendall(encode_command(*args))
-            with sock.makefile("rb") as stream:
-                return read_reply(stream)
+        with RawConnection(host, port) as conn:
+            return conn.request(*args)
+
+    def connect(self, node: ClusterNode) -> RawConnection:
+        """A connection of its own to ``node`` (the caller closes it)."""
+        return RawConnection(node.host, node.port)
 
     def cluster_info(self, node: ClusterNode) -> dict[str, str]:
         """``CLUSTER INFO`` of ``node`` as a dict (``cluster_state`` -> ``ok``)."""
