@@ -398,6 +398,7 @@ class RedisClusterProcess:
 
     def _run_cli(self, *args: str) -> str:
         assert self.redis_cli is not None
+        self._cli_log.parent.mkdir(exist_ok=True)
         with self._cli_log.open("ab") as log:
             log.write(f"$ redis-cli {' '.join(args)}\n".encode())
         try:
@@ -408,8 +409,11 @@ class RedisClusterProcess:
                 timeout=self.timeout,
                 check=False,
             )
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"redis-cli {' '.join(args)} took over {self.timeout} s") from exc
+        except subprocess.TimeoutExpired as exc:  # redis-cli was killed by subprocess.run
+            said = (exc.stdout or b"").decode(errors="replace")
+            raise RuntimeError(
+                f"redis-cli {' '.join(args)} took over {self.timeout} s:\n{said}"
+            ) from exc
         out = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
         with self._cli_log.open("ab") as log:
             log.write(out.encode())
