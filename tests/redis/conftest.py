@@ -25,6 +25,7 @@ from tests.support.polling import eventually
 from tests.support.procs import HOST, subprocess_env
 from tests.support.redisproc import RedisProcess, redis_server_path
 
+from .backends import Backend, Cluster, SingleNode
 from .helpers import wait_subscriber_connections
 
 #: ``port = await serve_app(app)``: served like ``web.run_app`` on 127.0.0.1.
@@ -73,6 +74,22 @@ def redis_cluster() -> Iterator[RedisClusterProcess]:
     cluster.start()  # cleans up what it started if it fails
     try:
         yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def backend(request: pytest.FixtureRequest, redis_process: RedisProcess) -> Iterator[Backend]:
+    """The Redis behind the brokers, once per kind: one ``redis-server`` (``redis://``)
+    and a 3-master Redis Cluster (``redis+cluster://``). The same test, both ways."""
+    if request.param == "redis":
+        redis_process.start()
+        yield SingleNode(redis_process)
+        return
+    cluster = new_cluster()
+    cluster.start()
+    try:
+        yield Cluster(cluster)
     finally:
         cluster.cleanup()
 
@@ -148,9 +165,10 @@ def start_example(tmp_path: Path, redis_process: RedisProcess) -> Iterator[Start
 
 
 @pytest.fixture
-async def two_examples(redis_server: RedisProcess, start_example: StartExample) -> TwoExamples:
-    """``python -m example_app`` as A and B on the test's Redis, both brokers subscribed."""
-    a = start_example("A", redis_server.url)
-    b = start_example("B", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+async def two_examples(backend: Backend, start_example: StartExample) -> TwoExamples:
+    """``python -m example_app`` as A and B on the test's Redis (one node, then a
+    cluster), both brokers subscribed."""
+    a = start_example("A", backend.url)
+    b = start_example("B", backend.url)
+    await wait_subscriber_connections(backend, 2)
     return a, b

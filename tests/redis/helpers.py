@@ -22,6 +22,8 @@ from tests.support.polling import eventually
 from tests.support.procs import HOST, free_port
 from tests.support.redisproc import RedisProcess
 
+from .backends import Backend, SingleNode
+
 IO_TIMEOUT = 10.0
 #: What iterating a ``ClientWebSocketResponse[bool]`` yields (``ws_connect``'s type on 3.10).
 Received = aiohttp.WSMessage | WSMessageTextBytes
@@ -32,16 +34,20 @@ LOST = "Redis broker lost"
 RECONNECTED = "Redis broker reconnected"
 
 
-def numsub(redis: RedisProcess, channel: str) -> int:
-    """``PUBSUB NUMSUB channel``, or -1 while the server does not answer."""
-    try:
-        return redis.numsub(channel)
-    except OSError:
-        return -1
+def _backend(redis: RedisProcess | Backend) -> Backend:
+    return SingleNode(redis) if isinstance(redis, RedisProcess) else redis
 
 
-async def numsub_reaches(redis: RedisProcess, channel: str, expected: int, within: float) -> bool:
-    """Whether ``PUBSUB NUMSUB channel`` reaches ``expected`` within ``within`` seconds."""
+def numsub(redis: RedisProcess | Backend, channel: str) -> int:
+    """How many processes subscribe ``channel``'s topic, or -1 while Redis does not answer
+    (``PUBSUB NUMSUB``; on a cluster ``SHARDNUMSUB`` on the topic's shard)."""
+    return _backend(redis).numsub(channel)
+
+
+async def numsub_reaches(
+    redis: RedisProcess | Backend, channel: str, expected: int, within: float
+) -> bool:
+    """Whether ``numsub(redis, channel)`` reaches ``expected`` within ``within`` seconds."""
     try:
         await eventually(lambda: numsub(redis, channel) == expected, within)
     except AssertionError:
@@ -49,21 +55,18 @@ async def numsub_reaches(redis: RedisProcess, channel: str, expected: int, withi
     return True
 
 
-def subscriber_connections(redis: RedisProcess, prefix: str = CHANNEL_PREFIX) -> int:
-    """How many RedisBrokers with ``prefix`` hold a live subscriber connection.
+def subscriber_connections(redis: RedisProcess | Backend, prefix: str = CHANNEL_PREFIX) -> int:
+    """How many brokers with ``prefix`` hold a live subscriber connection.
 
     Each subscribes its own ``<prefix>_node:<id>`` channel as soon as its
-    subscriber connection is up (``PUBSUB CHANNELS <prefix>_node:*``).
+    subscriber connection is up (``PUBSUB CHANNELS <prefix>_node:*``; on a cluster,
+    one such shard channel on every master).
     """
-    try:
-        reply = redis.command("PUBSUB", "CHANNELS", prefix + "_node:*")
-    except OSError:
-        return -1
-    return int(reply.split(b"\r\n", 1)[0][1:])
+    return _backend(redis).brokers_connected(prefix)
 
 
 async def wait_subscriber_connections(
-    redis: RedisProcess, count: int, prefix: str = CHANNEL_PREFIX
+    redis: RedisProcess | Backend, count: int, prefix: str = CHANNEL_PREFIX
 ) -> None:
     """Wait until ``count`` brokers have their subscriber connection up.
 
@@ -78,13 +81,13 @@ async def wait_subscriber_connections(
 
 
 async def wait_numsub(
-    redis: RedisProcess, channel: str, expected: int, timeout: float = IO_TIMEOUT
+    redis: RedisProcess | Backend, channel: str, expected: int, timeout: float = IO_TIMEOUT
 ) -> None:
     """Wait until exactly ``expected`` connections (processes) subscribe to ``channel``."""
     await eventually(
         lambda: numsub(redis, channel) == expected,
         timeout=timeout,
-        what=lambda: f"PUBSUB NUMSUB {channel} is {numsub(redis, channel)}, expected {expected}",
+        what=lambda: f"{channel} has {numsub(redis, channel)} subscribers, expected {expected}",
     )
 
 

@@ -1,7 +1,8 @@
 """RedisBroker in-process: two (or more) apps on real ports sharing one real ``redis-server``.
 
 Each app stands for one process: its own ``Spry(app, broker=RedisBroker(url))``
-with its own two Redis connections.
+with its own two Redis connections. The tests taking ``backend`` run twice: on
+one ``redis-server`` and on a 3-master Redis Cluster (``RedisClusterBroker``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.support.polling import eventually
 from tests.support.procs import HOST, free_port
 from tests.support.redisproc import RedisProcess
 
+from .backends import Backend
 from .conftest import ServeApp
 from .helpers import (
     CHANNEL_PREFIX,
@@ -51,14 +53,14 @@ def pubsub_warnings(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
 
 
 async def test_text_binary_and_json_cross_apps_with_their_frame_types(
-    redis_server: RedisProcess, serve_app: ServeApp, http: aiohttp.ClientSession
+    backend: Backend, serve_app: ServeApp, http: aiohttp.ClientSession
 ) -> None:
-    port_a = await serve_app(pubsub_app(RedisBroker(redis_server.url)))
-    port_b = await serve_app(pubsub_app(RedisBroker(redis_server.url)))
-    await wait_subscriber_connections(redis_server, 2)
+    port_a = await serve_app(pubsub_app(backend.broker()))
+    port_b = await serve_app(pubsub_app(backend.broker()))
+    await wait_subscriber_connections(backend, 2)
     sender = await Peer.connect(http, ws_url(port_a, TOPIC), "sender")
     receiver = await Peer.connect(http, ws_url(port_b, TOPIC), "receiver")
-    await wait_numsub(redis_server, CHANNEL, 2)
+    await wait_numsub(backend, CHANNEL, 2)
 
     await sender.send_command(topic=TOPIC, data="héllo wörld")
     await sender.ws.send_bytes(b"\x00\xffbinary\x80")
@@ -78,16 +80,16 @@ async def test_text_binary_and_json_cross_apps_with_their_frame_types(
 
 
 async def test_ws_publish_skips_sender_and_reaches_local_peers_exactly_once(
-    redis_server: RedisProcess, serve_app: ServeApp, http: aiohttp.ClientSession
+    backend: Backend, serve_app: ServeApp, http: aiohttp.ClientSession
 ) -> None:
-    app_a, app_b = pubsub_app(redis_server.url), pubsub_app(redis_server.url)
+    app_a, app_b = pubsub_app(backend.url), pubsub_app(backend.url)
     port_a, port_b = await serve_app(app_a), await serve_app(app_b)
-    await wait_subscriber_connections(redis_server, 2)
+    await wait_subscriber_connections(backend, 2)
     sender = await Peer.connect(http, ws_url(port_a, TOPIC), "sender")
     local = await Peer.connect(http, ws_url(port_a, TOPIC), "local peer")
     remote = await Peer.connect(http, ws_url(port_b, TOPIC), "remote peer")
     # One Redis subscription per app, however many local subscribers it has.
-    await wait_numsub(redis_server, CHANNEL, 2)
+    await wait_numsub(backend, CHANNEL, 2)
     assert len(Spry.subscribers(app_a, TOPIC)) == 2
 
     sent = [f"m{i}" for i in range(20)]
@@ -106,15 +108,15 @@ async def test_ws_publish_skips_sender_and_reaches_local_peers_exactly_once(
 
 
 async def test_order_per_publisher_and_topic_is_kept_across_apps(
-    redis_server: RedisProcess, serve_app: ServeApp, http: aiohttp.ClientSession
+    backend: Backend, serve_app: ServeApp, http: aiohttp.ClientSession
 ) -> None:
-    app_a, app_b = pubsub_app(redis_server.url), pubsub_app(redis_server.url)
+    app_a, app_b = pubsub_app(backend.url), pubsub_app(backend.url)
     port_a, port_b = await serve_app(app_a), await serve_app(app_b)
-    await wait_subscriber_connections(redis_server, 2)
+    await wait_subscriber_connections(backend, 2)
     sender = await Peer.connect(http, ws_url(port_a, TOPIC), "sender")
     local = await Peer.connect(http, ws_url(port_a, TOPIC), "local")
     remote = await Peer.connect(http, ws_url(port_b, TOPIC), "remote")
-    await wait_numsub(redis_server, CHANNEL, 2)
+    await wait_numsub(backend, CHANNEL, 2)
 
     count = 200
     for n in range(count):  # no wait between them: they queue up in app A's publisher
@@ -128,50 +130,50 @@ async def test_order_per_publisher_and_topic_is_kept_across_apps(
 
 
 async def test_unsubscribe_and_session_end_drop_the_redis_subscription(
-    redis_server: RedisProcess, serve_app: ServeApp, http: aiohttp.ClientSession
+    backend: Backend, serve_app: ServeApp, http: aiohttp.ClientSession
 ) -> None:
-    app = pubsub_app(redis_server.url)
+    app = pubsub_app(backend.url)
     port = await serve_app(app)
-    await wait_subscriber_connections(redis_server, 1)
+    await wait_subscriber_connections(backend, 1)
     first = await Peer.connect(http, ws_url(port, "a", "b"), "first")
     second = await Peer.connect(http, ws_url(port, "a"), "second")
-    await wait_numsub(redis_server, CHANNEL_PREFIX + "a", 1)
-    await wait_numsub(redis_server, CHANNEL_PREFIX + "b", 1)
+    await wait_numsub(backend, CHANNEL_PREFIX + "a", 1)
+    await wait_numsub(backend, CHANNEL_PREFIX + "b", 1)
 
     # The topic keeps a local subscriber: the app stays subscribed in Redis.
     await first.send_command(unsubscribe="a")
     await first.wait_for(lambda p: json.dumps({"unsubscribed": "a"}) in p.data, "the ack")
     assert len(Spry.subscribers(app, "a")) == 1
     await asyncio.sleep(0.2)
-    assert numsub(redis_server, CHANNEL_PREFIX + "a") == 1
+    assert numsub(backend, CHANNEL_PREFIX + "a") == 1
 
     # Its last local subscriber leaves: the app unsubscribes in Redis.
     await second.close()
-    await wait_numsub(redis_server, CHANNEL_PREFIX + "a", 0)
+    await wait_numsub(backend, CHANNEL_PREFIX + "a", 0)
     assert Spry.subscribers(app, "a") == frozenset()
-    assert numsub(redis_server, CHANNEL_PREFIX + "b") == 1
+    assert numsub(backend, CHANNEL_PREFIX + "b") == 1
 
     # A session that ends leaves every topic it had.
     await first.close()
-    await wait_numsub(redis_server, CHANNEL_PREFIX + "b", 0)
+    await wait_numsub(backend, CHANNEL_PREFIX + "b", 0)
     assert Spry.subscribers(app, "b") == frozenset()
 
 
 async def test_channel_prefix_isolates_apps_sharing_one_redis(
-    redis_server: RedisProcess, serve_app: ServeApp, http: aiohttp.ClientSession
+    backend: Backend, serve_app: ServeApp, http: aiohttp.ClientSession
 ) -> None:
-    one_a = pubsub_app(RedisBroker(redis_server.url, channel_prefix="one:"))
-    one_b = pubsub_app(RedisBroker(redis_server.url, channel_prefix="one:"))
-    two = pubsub_app(RedisBroker(redis_server.url, channel_prefix="two:"))
+    one_a = pubsub_app(backend.broker(channel_prefix="one:"))
+    one_b = pubsub_app(backend.broker(channel_prefix="one:"))
+    two = pubsub_app(backend.broker(channel_prefix="two:"))
     port_one_b, port_two = await serve_app(one_b), await serve_app(two)
     await serve_app(one_a)
-    await wait_subscriber_connections(redis_server, 2, prefix="one:")
-    await wait_subscriber_connections(redis_server, 1, prefix="two:")
+    await wait_subscriber_connections(backend, 2, prefix="one:")
+    await wait_subscriber_connections(backend, 1, prefix="two:")
     peer_one_b = await Peer.connect(http, ws_url(port_one_b, TOPIC), "one_b")
     peer_two = await Peer.connect(http, ws_url(port_two, TOPIC), "two")
-    await wait_numsub(redis_server, "one:" + TOPIC, 1)
-    await wait_numsub(redis_server, "two:" + TOPIC, 1)
-    assert numsub(redis_server, CHANNEL) == 0
+    await wait_numsub(backend, "one:" + TOPIC, 1)
+    await wait_numsub(backend, "two:" + TOPIC, 1)
+    assert numsub(backend, CHANNEL) == 0
 
     await publish_from(one_a, TOPIC, "for app one only")
     await peer_one_b.wait_count(1)
@@ -186,14 +188,14 @@ async def test_channel_prefix_isolates_apps_sharing_one_redis(
 
 
 async def test_http_route_publish_reaches_remote_subscribers(
-    redis_server: RedisProcess, serve_app: ServeApp, http: aiohttp.ClientSession
+    backend: Backend, serve_app: ServeApp, http: aiohttp.ClientSession
 ) -> None:
-    port_a = await serve_app(pubsub_app(redis_server.url))  # no subscriber of its own
-    port_b = await serve_app(pubsub_app(redis_server.url))
-    await wait_subscriber_connections(redis_server, 2)
+    port_a = await serve_app(pubsub_app(backend.url))  # no subscriber of its own
+    port_b = await serve_app(pubsub_app(backend.url))
+    await wait_subscriber_connections(backend, 2)
     remote = await Peer.connect(http, ws_url(port_b, TOPIC), "remote")
     remote_too = await Peer.connect(http, ws_url(port_b, TOPIC), "remote too")
-    await wait_numsub(redis_server, CHANNEL, 1)
+    await wait_numsub(backend, CHANNEL, 1)
 
     url = f"http://{HOST}:{port_a}/publish/{TOPIC}"
     async with http.post(url, json={"announce": "hi"}) as response:

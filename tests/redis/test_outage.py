@@ -20,6 +20,7 @@ import aiohttp
 from tests.support.polling import eventually
 from tests.support.redisproc import RedisProcess
 
+from .backends import Backend
 from .conftest import StartExample, TwoExamples
 from .helpers import (
     CHANNEL_PREFIX,
@@ -264,7 +265,7 @@ async def test_first_message_after_a_persistent_redis_restart_arrives_and_one_ou
 
 
 async def test_redis_restart_without_persistence_tells_every_member_recovered_false(
-    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
+    backend: Backend, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
     proc_a, proc_b = two_examples
     a1 = await Member.join(http, proc_a.port, ROOM, "a1")
@@ -273,12 +274,12 @@ async def test_redis_restart_without_persistence_tells_every_member_recovered_fa
     await a1.send("before")
     await eventually(lambda: b1.texts_from("a1") == ["before"], what="b1 getting 'before'")
 
-    redis_server.kill()
+    backend.kill(CHANNEL)  # on a cluster: the shard of the room
     await eventually(
         lambda: bool(warning_lines(proc_a.log(), LOST) and warning_lines(proc_b.log(), LOST)),
         what="a 'lost' WARNING from both",
     )
-    await asyncio.to_thread(redis_server.start)  # empty: the history is gone
+    await asyncio.to_thread(backend.restart)  # empty: the history is gone
     # Each process finds its position's epoch gone and closes its members with 1012.
     for member in (a1, b1):
         await eventually(
@@ -301,4 +302,4 @@ async def test_redis_restart_without_persistence_tells_every_member_recovered_fa
     assert back_b.messages()[0]["epoch"] == back_b.welcome["epoch"]
     for member in (a1, b1, back_a, back_b):
         await member.leave()
-    await wait_numsub(redis_server, CHANNEL, 0)
+    await wait_numsub(backend, CHANNEL, 0)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.redisproc import RedisProcess
 
+from .backends import Backend
 from .conftest import StartExample
 from .helpers import (
     CHANNEL_PREFIX,
@@ -27,18 +28,18 @@ CHANNEL = f"{CHANNEL_PREFIX}room:{ROOM}"
 
 
 async def test_two_example_processes_share_a_room_exactly_once(
-    redis_server: RedisProcess, start_example: StartExample, http: aiohttp.ClientSession
+    backend: Backend, start_example: StartExample, http: aiohttp.ClientSession
 ) -> None:
-    one = start_example("one", redis_server.url)
-    two = start_example("two", redis_server.url)
-    await wait_subscriber_connections(redis_server, 2)
+    one = start_example("one", backend.url)
+    two = start_example("two", backend.url)
+    await wait_subscriber_connections(backend, 2)
     members = [
         await Member.join(http, one.port, ROOM, "a1"),
         await Member.join(http, one.port, ROOM, "a2"),
         await Member.join(http, two.port, ROOM, "b1"),
         await Member.join(http, two.port, ROOM, "b2"),
     ]
-    await wait_numsub(redis_server, CHANNEL, 2)  # one subscription per process
+    await wait_numsub(backend, CHANNEL, 2)  # one subscription per process
     await until_every_member_listens(http, [one.port, two.port], ROOM, members)
 
     await exchange_and_check(members, per_member=5)
@@ -48,7 +49,7 @@ async def test_two_example_processes_share_a_room_exactly_once(
             assert (await response.json())["members_here"] == here
     for member in members:
         await member.leave()
-    await wait_numsub(redis_server, CHANNEL, 0)
+    await wait_numsub(backend, CHANNEL, 0)
     for server in (one, two):
         assert "Chat rooms broker: RedisBroker('redis://127.0.0.1:" in server.log()
         assert " ERROR " not in server.log() and "Traceback" not in server.log(), server.log()

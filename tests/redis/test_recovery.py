@@ -23,6 +23,7 @@ from tests.support.polling import eventually
 from tests.support.procs import HOST, stop_process
 from tests.support.redisproc import RedisProcess
 
+from .backends import Backend
 from .conftest import TwoExamples
 from .helpers import CHANNEL_PREFIX, Member, wait_numsub
 
@@ -57,7 +58,7 @@ async def send_acked(member: Member, texts: list[str]) -> list[int]:
 
 
 async def test_a_member_back_after_50_from_another_process_gets_exactly_those_then_live(
-    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
+    backend: Backend, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
     proc_a, proc_b = two_examples
     away = await Member.join(http, proc_a.port, ROOM, "away")
@@ -81,11 +82,11 @@ async def test_a_member_back_after_50_from_another_process_gets_exactly_those_th
     assert_exactly_once_in_order(back.messages(), start, offsets[-1] + 1)
     for member in (back, talker):
         await member.leave()
-    await wait_numsub(redis_server, CHANNEL, 0)
+    await wait_numsub(backend, CHANNEL, 0)
 
 
 async def test_messages_flowing_during_the_replay_arrive_once_in_order(
-    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
+    backend: Backend, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
     proc_a, proc_b = two_examples
     away = await Member.join(http, proc_a.port, ROOM, "away")
@@ -119,11 +120,11 @@ async def test_messages_flowing_during_the_replay_arrive_once_in_order(
     assert_exactly_once_in_order(back.messages(), int(since.rsplit(":", 1)[1]), total)
     for member in (back, talker):
         await member.leave()
-    await wait_numsub(redis_server, CHANNEL, 0)
+    await wait_numsub(backend, CHANNEL, 0)
 
 
 async def test_sigkill_of_a_members_process_and_back_on_the_other_loses_and_doubles_nothing(
-    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
+    backend: Backend, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
     proc_a, proc_b = two_examples
     victim = await Member.join(http, proc_a.port, ROOM, "victim")
@@ -165,7 +166,7 @@ async def test_sigkill_of_a_members_process_and_back_on_the_other_loses_and_doub
 
 
 async def test_presence_is_seen_across_processes_and_a_clean_leave_within_a_second(
-    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
+    backend: Backend, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
     proc_a, proc_b = two_examples
     ann = await Member.join(http, proc_a.port, ROOM, "ann", presence=True)
@@ -208,7 +209,7 @@ async def test_presence_is_seen_across_processes_and_a_clean_leave_within_a_seco
 
 @pytest.mark.timeout(90)
 async def test_a_sigkilled_processs_members_leave_within_the_bound(
-    redis_server: RedisProcess, two_examples: TwoExamples, http: aiohttp.ClientSession
+    backend: Backend, two_examples: TwoExamples, http: aiohttp.ClientSession
 ) -> None:
     proc_a, proc_b = two_examples
     watcher = await Member.join(http, proc_a.port, ROOM, "watcher", presence=True)
