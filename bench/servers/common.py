@@ -7,6 +7,7 @@ import argparse
 import atexit
 import gc
 import json
+import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from aiohttp_spry import raise_open_files_limit
 
 HOST = "127.0.0.1"
 #: Listen backlog for every server, so connection bursts never hit the default 100/128.
@@ -40,8 +43,8 @@ def arguments(
     for name in switches:
         parser.add_argument(f"--{name}", action="store_true")
     args = parser.parse_args()
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    raise_open_files_limit()
     if args.gc_stats is not None:
         record_gc(args.gc_stats)
     return args
