@@ -31,11 +31,13 @@ Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 def arguments(
     description: str | None, *extra: str, switches: tuple[str, ...] = ()
 ) -> argparse.Namespace:
-    """``--port PORT [--gc-stats FILE] [--loop asyncio|uvloop]``, each ``--EXTRA VALUE`` and
+    """``--port PORT [--host ADDRESS] [--gc-stats FILE] [--loop asyncio|uvloop]``, each
+    ``--EXTRA VALUE`` and
     each ``--SWITCH`` flag; the soft RLIMIT_NOFILE raised to the hard one (thousands of
     sockets)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default=HOST, help=f"loopback address to listen on ({HOST})")
     parser.add_argument("--gc-stats", type=Path, help="write cyclic GC statistics here at exit")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     for name in extra:
@@ -68,7 +70,9 @@ def record_gc(path: Path) -> None:
     atexit.register(lambda: path.write_text(json.dumps(stats)))
 
 
-def run_aiohttp(app: web.Application, port: int, loop: str = "asyncio") -> None:
+def run_aiohttp(
+    app: web.Application, port: int, loop: str = "asyncio", host: str = HOST
+) -> None:
     """``web.run_app`` on asyncio's own loop, or on ``uvloop``."""
     event_loop = None
     if loop == "uvloop":
@@ -77,7 +81,7 @@ def run_aiohttp(app: web.Application, port: int, loop: str = "asyncio") -> None:
         event_loop = uvloop.new_event_loop()
     web.run_app(
         app,
-        host=HOST,
+        host=host,
         port=port,
         backlog=BACKLOG,
         access_log=None,
