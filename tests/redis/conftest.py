@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp_spry import Spry
 from tests.e2e.helpers import ServerProcess, stop_example
 from tests.e2e.helpers import start_example as start_example_process
+from tests.support.clusterproc import RedisClusterProcess, host_binds, redis_cli_path
 from tests.support.optional import require_tool
 from tests.support.polling import eventually
 from tests.support.procs import HOST, subprocess_env
@@ -32,6 +33,23 @@ ServeApp = Callable[[web.Application], Awaitable[int]]
 StartExample = Callable[[str, str], ServerProcess]
 #: ``proc_a, proc_b = two_examples``: two example processes sharing the test's Redis.
 TwoExamples = tuple[ServerProcess, ServerProcess]
+#: One loopback address per cluster master, so nothing can assume one host.
+CLUSTER_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+
+
+def cluster_hosts() -> tuple[str, ...]:
+    """:data:`CLUSTER_HOSTS` where they all bind (Linux), else only 127.0.0.1 (macOS)."""
+    return CLUSTER_HOSTS if all(host_binds(h) for h in CLUSTER_HOSTS) else (HOST,)
+
+
+def new_cluster(masters: int = 3) -> RedisClusterProcess:
+    """A :class:`RedisClusterProcess` on :func:`cluster_hosts`, NOT started; skips (or
+    fails under ``SPRY_REQUIRE_OPTIONAL=1``) without ``redis-server`` / ``redis-cli``."""
+    server, cli = redis_server_path(), redis_cli_path()
+    require_tool("redis-server", server is not None, "apt-get install -y redis-server")
+    require_tool("redis-cli", cli is not None, "apt-get install -y redis-tools")
+    assert server is not None and cli is not None
+    return RedisClusterProcess(server, masters=masters, hosts=cluster_hosts(), redis_cli=cli)
 
 
 @pytest.fixture
@@ -45,6 +63,18 @@ def redis_process() -> Iterator[RedisProcess]:
         yield redis
     finally:
         redis.cleanup()  # SIGTERM by PID, then SIGKILL; removes its temporary directory
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisClusterProcess]:
+    """A running Redis Cluster: 3 masters (no replicas) on 127.0.0.1, .2 and .3, all 16384
+    slots covered; every process stopped by PID and its directory removed after."""
+    cluster = new_cluster()
+    cluster.start()  # cleans up what it started if it fails
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture

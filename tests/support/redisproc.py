@@ -5,6 +5,10 @@ temporary directory, so a kill and a restart on the same port starts empty,
 like a Redis that crashed and came back. With ``appendonly=True`` it keeps an
 append-only file (``appendfsync always``) there, so a restart after a SIGKILL
 comes back with every write it acknowledged.
+
+``host`` picks another loopback address (``127.0.0.2``: a "separate host") and
+``extra_args`` adds ``redis-server`` options after the defaults (later options
+win), e.g. ``("--cluster-enabled", "yes")`` for a cluster node.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .procs import HOST, free_port, stop_process
@@ -35,18 +40,40 @@ class RedisProcess:
     """One ``redis-server`` this suite started; :meth:`kill` and :meth:`start` it at will."""
 
     def __init__(
-        self, executable: str, port: int | None = None, *, appendonly: bool = False
+        self,
+        executable: str,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        host: str = HOST,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.executable = executable
         self.appendonly = appendonly
-        self.port = port or free_port()
+        self.host = host
+        self.extra_args = tuple(extra_args)
+        self.port = port or free_port(host)
         self._dir = Path(tempfile.mkdtemp(prefix="spry-redis-"))
         self.log_path = self._dir / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def dir(self) -> Path:
+        """Its working directory (kept across restarts, removed by :meth:`cleanup`)."""
+        return self._dir
+
+    @property
+    def pid(self) -> int | None:
+        """The PID of the current run, or ``None`` when it was never started."""
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self) -> bool:
+        """Whether the process of the current run is alive."""
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
         """Start (or restart) on the same port and wait until it answers PING."""
@@ -56,7 +83,7 @@ class RedisProcess:
             [
                 self.executable,
                 "--bind",
-                HOST,
+                self.host,
                 "--port",
                 str(self.port),
                 "--save",
@@ -69,6 +96,7 @@ class RedisProcess:
                 str(self._dir),
                 "--protected-mode",
                 "yes",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -82,12 +110,14 @@ class RedisProcess:
                 return
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer on {self.port} within {START_TIMEOUT}s")
+        raise RuntimeError(
+            f"redis-server did not answer on {self.host}:{self.port} within {START_TIMEOUT}s"
+        )
 
     def ping(self) -> bool:
         """Whether the server answers ``PING`` right now (RESP over a plain socket)."""
         try:
-            with socket.create_connection((HOST, self.port), timeout=0.5) as sock:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
@@ -95,7 +125,7 @@ class RedisProcess:
 
     def command(self, *args: str) -> bytes:
         """Send one command (inline RESP) and return the raw reply, e.g. ``PUBSUB NUMSUB ch``."""
-        with socket.create_connection((HOST, self.port), timeout=2.0) as sock:
+        with socket.create_connection((self.host, self.port), timeout=2.0) as sock:
             parts = [f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args]
             sock.sendall(f"*{len(args)}\r\n".encode() + b"".join(parts))
             return sock.recv(65536)
