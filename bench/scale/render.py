@@ -22,7 +22,7 @@ def render(data: dict[str, Any]) -> str:
     )
     soft, hard = data["client_nofile"]
     w.append(f"- RLIMIT_NOFILE raised to the hard limit: {soft}/{hard} (soft/hard)")
-    w.append("- Method: bench/README.md, \"Scale\".\n")
+    w.append('- Method: bench/README.md, "Scale".\n')
     w += problems_or(data, "No errors: every session opened and got every message it was sent.")
     w += ["", *figures(data), versions(data["versions"])]
     return "\n".join(w)

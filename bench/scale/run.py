@@ -37,6 +37,7 @@ import attrs
 
 from bench import harness
 from bench.harness import Option
+from bench.report import with_section
 from bench.scale import render
 from bench.system import Proc, versions
 from tests.support.procs import REPO_ROOT, stop_process, subprocess_env
@@ -51,10 +52,12 @@ ALL_CPUS = set(os.sched_getaffinity(0))
 #: Descriptors a server keeps for itself: the listening socket, epoll, stdio, its log...
 HEADROOM = 100
 CLUSTER_NEEDED = (
-    "the cluster leg needs the cluster broker (redis+cluster:// URLs, aiohttp_spry/pubsub/"
-    "cluster.py on main) and a 3-master cluster process helper (tests/support/clusterproc.py, "
-    "branch cluster-support); neither is in this branch yet"
+    "needs the cluster broker: broker_from_url does not know redis+cluster:// in this "
+    "checkout (it is being written on main); merge it, then run "
+    "python -m bench.scale --no-part-a --brokers cluster"
 )
+#: The cluster's masters, each on a "host" of its own.
+CLUSTER_HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 
 
 @attrs.define
@@ -76,6 +79,9 @@ class Config(harness.Settings):
     warmup: float = 2.0
     brokers: tuple[str, ...] = ("redis", "cluster")
     broker_url: str | None = None
+    #: Where the figures' section goes too (``None``: nowhere else).
+    results_md: Path | None = harness.HERE / "RESULTS.md"
+    settle: float = 1.0  # seconds to let memory and subscriptions settle
     part_a: bool = True
     part_b: bool = True
     quiet_wait: float = 10.0
@@ -85,6 +91,7 @@ class Config(harness.Settings):
 QUICK: dict[str, Any] = dict(
     rounds=1, sessions=300, clients=2, ramp_timeout=30.0, publishes=2, processes=2, topics=50,
     publishers=2, seconds=1.0, warmup=0.3, brokers=("redis",), quiet_wait=0.0, noise_budget=0.0,
+    results_md=None, settle=0.3,
 )  # fmt: skip
 
 
@@ -279,7 +286,11 @@ class Scale(harness.Harness):
             count = http("GET", server.host, server.port, "/count")
             rss_before = server.rss()
             counts = split(target, c.clients)
-            with stopping(start_clients(self.workdir, server.host, server.port, counts, c, topics=1, label=name)) as clients:  # noqa: E501
+            with stopping(
+                start_clients(
+                    self.workdir, server.host, server.port, counts, c, topics=1, label=name
+                )
+            ) as clients:
                 ramp = ramp_up(clients, c)
                 self.log(
                     f"  {ramp['ready']} open in {ramp['seconds']:.1f} s "
@@ -295,7 +306,7 @@ class Scale(harness.Harness):
                     return int(http("GET", server.host, server.port, "/count")["sessions"])
 
                 wait_for(lambda: server_count() >= ramp["ready"], 30.0, "the server's count")
-                time.sleep(1.0)  # let the allocator settle
+                time.sleep(c.settle)  # let the allocator settle
                 rss_after = server.rss()
                 sessions = server_count()
                 publishes = []
@@ -365,7 +376,8 @@ class Scale(harness.Harness):
                 with broker(label, url) as found:
                     legs.append({"broker": label, "url": found, **self.many_topics(found, label)})
             except BrokerMissing as missing:
-                self.notes.append(f"throughput, {label}: not measured: {missing}")
+                self.log(f"  ERROR: {label} broker: {missing}")
+                self.problems.append(f"throughput, {label}: not measured: {missing}")
                 legs.append({"broker": label, "missing": str(missing)})
             except RuntimeError as error:
                 self.problems.append(f"throughput, {label}: {error}")
@@ -394,7 +406,7 @@ class Scale(harness.Harness):
             ramp = ramp_up(clients, c)
             if ramp["failed"]:
                 raise RuntimeError(f"{ramp['failed']} sessions never opened: {ramp['errors'][:3]}")
-            time.sleep(1.0)  # every process subscribed at the broker
+            time.sleep(c.settle)  # every process subscribed at the broker
 
             def load(seconds: float) -> list[dict[str, Any]]:
                 with concurrent.futures.ThreadPoolExecutor(len(servers)) as pool:
@@ -410,13 +422,13 @@ class Scale(harness.Harness):
                     return [job.result() for job in jobs]
 
             load(c.warmup)
-            time.sleep(1.0)
+            time.sleep(c.settle)
             for client in clients:
                 client.ask("mark")
             cpu0 = [s.cpu() for s in servers]
             answers = load(c.seconds)
             cpu = [s.cpu() - before for s, before in zip(servers, cpu0, strict=True)]
-            time.sleep(1.0)  # the last messages through the broker
+            time.sleep(c.settle)  # the last messages through the broker
             got = [client.collect() for client in clients]
         published = sum(a["published"] for a in answers)
         seconds = max(a["seconds"] for a in answers)
@@ -492,19 +504,42 @@ def broker(label: str, url: str | None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def cluster() -> Iterator[str]:
-    """A 3-master Redis Cluster (``tests.support.clusterproc``) and its ``redis+cluster://`` URL.
+    """A 3-master Redis Cluster (``tests.support.clusterproc``), each master on a loopback
+    address of its own, and its ``redis+cluster://`` URL; stopped by PID afterwards.
 
     Raises:
-        BrokerMissing: the cluster broker or the cluster helper is not in this checkout.
+        BrokerMissing: this checkout has no cluster broker (``redis+cluster://``), or
+            ``redis-server`` / ``redis-cli`` are missing.
     """
-    try:
-        from aiohttp_spry.pubsub import broker_from_url
+    path = redis_server_path()
+    if path is None:
+        raise BrokerMissing("redis-server not found (apt-get install -y redis-server)")
+    if not cluster_broker_available():
+        raise BrokerMissing(CLUSTER_NEEDED)
+    from tests.support.clusterproc import RedisClusterProcess, redis_cli_path
 
+    if redis_cli_path() is None:
+        raise BrokerMissing("redis-cli not found (apt-get install -y redis-tools)")
+    nodes = RedisClusterProcess(path, masters=3, hosts=CLUSTER_HOSTS)
+    nodes.start()
+    try:
+        for node in nodes.nodes:
+            if node.process.proc is not None:
+                os.sched_setaffinity(node.process.proc.pid, ALL_CPUS)
+        yield nodes.url
+    finally:
+        nodes.cleanup()
+
+
+def cluster_broker_available() -> bool:
+    """Whether ``broker_from_url`` knows ``redis+cluster://`` (the cluster broker's commit)."""
+    from aiohttp_spry.pubsub import broker_from_url
+
+    try:
         broker_from_url("redis+cluster://127.0.0.1:1")
-    except (ImportError, ValueError) as error:
-        raise BrokerMissing(f"{CLUSTER_NEEDED} ({error})") from None
-    raise BrokerMissing(CLUSTER_NEEDED)
-    yield ""  # pragma: no cover
+    except ValueError:
+        return False
+    return True
 
 
 OPTIONS = [
@@ -524,7 +559,12 @@ OPTIONS = [
 
 def run(config: Config, command: str, log: harness.Log = harness.printer) -> dict[str, Any]:
     bench = Scale(config, log)
-    return harness.run(bench, command, bench.run, render.render, config.json_output)
+    data = harness.run(bench, command, bench.run, render.render, config.json_output)
+    if config.results_md is not None:
+        old = config.results_md.read_text() if config.results_md.exists() else ""
+        config.results_md.write_text(with_section(old, render.SECTION, render.section(data)))
+        log(f"wrote its section of {config.results_md}")
+    return data
 
 
 def main(argv: list[str] | None = None, log: harness.Log = harness.printer) -> int:
@@ -539,6 +579,8 @@ def main(argv: list[str] | None = None, log: harness.Log = harness.printer) -> i
     )
     if args.quick and args.output is None:  # a smoke run must not overwrite the results
         config.output = Path(tempfile.mkdtemp(prefix="bench-scale-quick-")) / "RESULTS-scale.md"
+    if args.quick:
+        config.results_md = None
     if args.output is not None or args.quick:
         config.json_output = config.output.with_name("results-scale.json")
     return 1 if run(config, command, log)["problems"] else 0
