@@ -1,5 +1,6 @@
 """One client process of ``python -m bench.scale``: thousands of WebSocket sessions, each a
-bare ``asyncio.Protocol`` (a few KiB per session), frames decoded by ``tests.support.wire``.
+bare non-blocking socket on the asyncio loop (no transport, a few KiB per session), frames
+decoded by ``tests.support.wire``.
 
 ``python -m bench.scale.client --host H --port P --count N --topics T --first F
 --source ADDRESS --output FILE``: opens N sessions to ``ws://H:P/sub/t{(F + i) % T}``
@@ -11,11 +12,13 @@ reads commands on stdin, one a line:
 
 - ``mark`` forgets what was received so far (the start of a measured window);
 - ``collect`` writes what was received to ``--output`` as JSON and prints ``{"written": ...}``:
-  for each text message ``"ORIGIN SEQ STAMP_NS"`` or ``"ID"``: per origin, the count and
-  the latencies (this process's ``time.monotonic_ns()`` at receipt minus the stamp, in
-  µs, at most ``--keep`` of them, evenly sampled); for each ``ID`` message, every
-  session's monotonic receive time (``time.monotonic`` is one clock for the whole
-  machine on Linux);
+  for each text message ``"ORIGIN SEQ TIME_NS"`` or ``"ID"``: per origin, the count and
+  the latencies (the kernel's receive time of the segment that carried it, from
+  ``SO_TIMESTAMPNS``, minus the stamp, in µs, at most ``--keep`` of them, evenly
+  sampled); for each ``ID`` message, every session's receive time in seconds (both
+  CLOCK_REALTIME, one clock for the whole machine). A kernel stamp says when the bytes
+  arrived, not when this process got round to reading them: thousands of sessions on
+  one client core do not inflate the figure;
 - ``exit`` (or end of input) closes every session and exits.
 
 Everything else a session receives (pings are answered) or an unexpected close is
@@ -26,8 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+import socket
+import struct
 import sys
 import time
 from collections import defaultdict
@@ -35,10 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp_spry import raise_open_files_limit
+from bench.fanout.client import SO_TIMESTAMPNS
 from bench.ws import check_101
 from tests.support.wire import Opcode, client_frame, handshake_request, parse_frame
 
 MAX_ERRORS = 20
+READ_SIZE = 1 << 16
+#: Each segment's kernel receive time (CLOCK_REALTIME), as in bench.fanout's latency client.
+TIMESPEC = struct.Struct("qq")
+ANCILLARY = socket.CMSG_SPACE(TIMESPEC.size)
 
 
 class Stats:
@@ -51,6 +62,7 @@ class Stats:
         self.errors: list[str] = []
         self.error_count = 0
         self.closed = 0
+        self.unstamped = 0
 
     def error(self, what: str) -> None:
         self.error_count += 1
@@ -73,65 +85,62 @@ class Stats:
         self.reached.clear()
 
 
-class Session(asyncio.Protocol):
-    """One WebSocket: the handshake, then server frames as they come."""
+class Session:
+    """One WebSocket on a bare non-blocking socket: the handshake through the loop's socket
+    calls, then a reader that takes each segment's kernel receive time with it."""
 
-    def __init__(self, request: bytes, stats: Stats) -> None:
-        self.request, self.stats = request, stats
-        self.transport: asyncio.Transport | None = None
+    def __init__(self, sock: socket.socket, stats: Stats) -> None:
+        self.sock, self.stats = sock, stats
         self.buffer = bytearray()
-        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # A handshake that failed after its wait timed out: nobody is left to look.
-        self.upgraded.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.open = False
+        self.open = True
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(READ_SIZE, ANCILLARY)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self.stats.error(f"recv: {error}")
+            data, ancillary = b"", []
+        if not data:
+            self.stats.closed += 1
+            self.close()
+            return
+        arrived = 0
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = TIMESPEC.unpack(value)
+                arrived = seconds * 1_000_000_000 + nanoseconds
+        if not arrived:
+            self.stats.unstamped += 1
+            arrived = time.time_ns()
+        self.frames(data, arrived)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic_ns()
-        self.buffer += data
-        if not self.open:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            problem = check_101(bytes(self.buffer[:end]))
-            del self.buffer[: end + 4]
-            if problem is not None:
-                if not self.upgraded.done():
-                    self.upgraded.set_exception(ConnectionError(f"handshake: {problem}"))
-                self.close()
-                return
-            self.open = True
-            self.upgraded.set_result(None)
+    def frames(self, data: bytes, arrived: int) -> None:
+        buffer = self.buffer
+        buffer += data
         pos = 0
-        while (parsed := parse_frame(self.buffer, pos)) is not None:
+        while (parsed := parse_frame(buffer, pos)) is not None:
             frame, pos = parsed
             if frame.opcode == Opcode.TEXT:
-                self.stats.message(frame.payload.decode(), now)
+                self.stats.message(frame.payload.decode(), arrived)
             elif frame.opcode == Opcode.PING:
-                assert self.transport is not None
-                self.transport.write(client_frame(Opcode.PONG, frame.payload))
+                with contextlib.suppress(OSError):
+                    self.sock.send(client_frame(Opcode.PONG, frame.payload))
             elif frame.opcode == Opcode.CLOSE:
                 self.stats.error(f"server closed: {frame.close_code} {frame.close_reason}")
                 self.close()
-                break
+                return
             else:
                 self.stats.error(f"unexpected frame {frame.opcode!r}")
-        del self.buffer[:pos]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.upgraded.done():
-            self.upgraded.set_exception(exc or ConnectionError("closed during the handshake"))
-        elif self.open:
-            self.stats.closed += 1
-        self.open = False
+        del buffer[:pos]
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if self.open:
+            self.open = False
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 async def open_session(
@@ -139,28 +148,36 @@ async def open_session(
 ) -> Session:
     """One connection and its handshake within ``timeout`` seconds; closed if it fails."""
     loop = asyncio.get_running_loop()
-    made: list[Session] = []
-
-    def protocol() -> Session:
-        made.append(Session(request, stats))
-        return made[0]
-
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        _, session = await asyncio.wait_for(
-            loop.create_connection(
-                protocol,
-                args.host,
-                args.port,
-                local_addr=(args.source, 0),
-            ),
-            timeout,
-        )
-        await asyncio.wait_for(asyncio.shield(session.upgraded), timeout)
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((args.source, 0))
+        await asyncio.wait_for(handshake(loop, sock, args, request), timeout)
     except BaseException:
-        for one in made:  # connected, but the handshake failed or timed out
-            one.close()
+        sock.close()
         raise
+    session = Session(sock, stats)
+    loop.add_reader(sock.fileno(), session.readable)
     return session
+
+
+async def handshake(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, args: argparse.Namespace, request: bytes
+) -> None:
+    await loop.sock_connect(sock, (args.host, args.port))
+    await loop.sock_sendall(sock, request)
+    head = b""
+    while (end := head.find(b"\r\n\r\n")) < 0:
+        chunk = await loop.sock_recv(sock, 4096)
+        if not chunk or len(head) > 65536:
+            raise ConnectionError(f"handshake cut short after {head[:120]!r}")
+        head += chunk
+    problem = check_101(head[:end])
+    if problem is not None:
+        raise ConnectionError(f"handshake: {problem}")
+    if head[end + 4 :]:
+        raise ConnectionError(f"unexpected bytes after the 101: {head[end + 4 : end + 44]!r}")
 
 
 async def connect_all(args: argparse.Namespace, stats: Stats) -> tuple[list[Session], int, int]:
@@ -214,6 +231,7 @@ def collect(stats: Stats, keep: int) -> dict[str, Any]:
         "errors": stats.errors,
         "error_count": stats.error_count,
         "closed": stats.closed,
+        "unstamped": stats.unstamped,
     }
 
 

@@ -88,8 +88,9 @@ def sessions(data: dict[str, Any], level: str) -> list[str]:
         f"{data['config'].clients} client processes, each from a loopback address of its own; "
         f"{rounds} round(s), each aiohttp_spry and raw aiohttp in turn (mirrored on odd rounds); "
         f"{publishes} publishes of one message to every session per round. *Reach*: from the "
-        "publish request to a session's receipt of the message (monotonic clock, the same in "
-        "every process), over all sessions of all publishes: median (min–max) over publishes. "
+        "publish request (`time.time()` before the POST) to the kernel's receive time of the "
+        "message on the session's socket "
+        "(`SO_TIMESTAMPNS`, the same clock), over all sessions of all publishes: median (min–max) over publishes. "
         "*Server loop*: the server's own time in its publish call.\n",
         table(
             "server | sessions held | ramp-up s | RSS MiB before → after | KiB per session | "
@@ -137,7 +138,8 @@ def throughput(data: dict[str, Any], level: str) -> list[str]:
         "`ORIGIN SEQ STAMP` to random topics at full speed (yielding after each message) for "
         f"{c.seconds:g} s after a {c.warmup:g} s warm-up. Every message reaches one session in "
         "each process: *delivered* counts them all, *complete* is delivered / (published × "
-        "processes). Latency: from the publisher's `time.monotonic_ns()` to the client's, "
+        "processes). Latency: from the publisher's `time.time_ns()` to the kernel's receive time "
+        "of the segment on the client socket (`SO_TIMESTAMPNS`), "
         "p50 / p99 in ms, *local* in the publishing process, *remote* through the broker. "
         "*Server cores*: each process's CPU seconds per second.\n",
         table(

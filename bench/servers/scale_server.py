@@ -11,9 +11,9 @@ Both: ``GET /count`` answers ``{"sessions": N, "soft": ..., "hard": ...}``. The 
 answer is ``{"delivered": N, "seconds": S}`` (the server's own publish loop). With
 ``--kind spry``, ``POST /load`` (JSON ``{"origin", "topics", "seconds", "publishers"}``)
 publishes to random topics ``t0``..``t{topics-1}`` at full speed for ``seconds``, from
-``publishers`` tasks, each message ``"ORIGIN SEQ MONOTONIC_NS"``, yielding to the loop
-after every message so the broker's writer keeps up; it answers how many it published
-and the process CPU it used.
+``publishers`` tasks, each message ``"ORIGIN SEQ TIME_NS"`` (``time.time_ns()``),
+yielding to the loop after every message so the broker's writer keeps up; it answers
+how many it published and the process CPU it used.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ async def run_load(
         pick = random.Random(origin * 1000 + number).choice
         seq = 0
         while time.monotonic() < deadline:
-            await spry.publish(app, pick(names), f"{origin} {seq} {time.monotonic_ns()}")
+            await spry.publish(app, pick(names), f"{origin} {seq} {time.time_ns()}")
             seq += 1
             await asyncio.sleep(0)
         return seq
