@@ -87,10 +87,11 @@ def sessions(data: dict[str, Any], level: str) -> list[str]:
         "sessions (by default its open-file limit less 100 descriptors of headroom), opened by "
         f"{data['config'].clients} client processes, each from a loopback address of its own; "
         f"{rounds} round(s), each aiohttp_spry and raw aiohttp in turn (mirrored on odd rounds); "
-        f"{publishes} publishes of one message to every session per round. *Reach*: from the "
+        f"{publishes} publishes of one message to every session per round, after an unrecorded "
+        "warm-up publish. *Reach*: from the "
         "publish request (`time.time()` before the POST) to the kernel's receive time of the "
-        "message on the session's socket "
-        "(`SO_TIMESTAMPNS`, the same clock), over all sessions of all publishes: median (min–max) over publishes. "
+        "message on the session's socket (`SO_TIMESTAMPNS`, the same clock), over all "
+        "sessions of all publishes: median (min–max) over publishes. "
         "*Server loop*: the server's own time in its publish call.\n",
         table(
             "server | sessions held | ramp-up s | RSS MiB before → after | KiB per session | "
