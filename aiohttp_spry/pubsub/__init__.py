@@ -19,10 +19,12 @@ from .positions import Position, SubscribeResult, parse_position
 from .presence import PresenceChange, PresenceEvent
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
 def broker_from_url(url: str | None) -> Broker:
-    """The broker a URL names: ``None`` or ``""`` → in-memory; ``redis://…`` → Redis.
+    """The broker a URL names: ``None`` or ``""`` → in-memory; ``redis://…`` → Redis;
+    ``redis+cluster://host:port`` → a Redis Cluster (sharded pub/sub).
 
     >>> broker_from_url(None)
     MemoryBroker()
@@ -40,6 +42,15 @@ def broker_from_url(url: str | None) -> Broker:
     if not url:
         return MemoryBroker()
     scheme = url.partition("://")[0].lower()
+    if scheme in _CLUSTER_SCHEMES:
+        try:
+            from .cluster import RedisClusterBroker
+        except ImportError as missing:
+            raise ModuleNotFoundError(
+                f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]' "
+                "(the extra) or pip install 'redis>=5.0.1'"
+            ) from missing
+        return RedisClusterBroker(url)
     if scheme in _REDIS_SCHEMES:
         try:
             from .redis import RedisBroker
@@ -51,7 +62,8 @@ def broker_from_url(url: str | None) -> Broker:
         return RedisBroker(url)
     raise ValueError(
         f"unknown broker URL scheme {scheme!r} in {url!r}: use redis://host:port/db, "
-        "rediss:// or unix://, or nothing for the in-memory broker"
+        "rediss:// or unix://, redis+cluster://host:port for a Redis Cluster, or nothing "
+        "for the in-memory broker"
     )
 
 

@@ -96,6 +96,7 @@ class Broker(abc.ABC):
     def outages(self) -> int:
         """How many times the broker lost its connection since it started (metrics)."""
         return 0
+
     # -- history and presence (optional: the defaults refuse) ------------------------
     #
     # A broker that implements them sets ``supports_history`` and gets the

@@ -188,7 +188,6 @@ class Fanout:
         """Count publications, deliveries and slow closes from now on (metrics)."""
         self._counters = counters
 
-
     # -- lifecycle (aiohttp signals) ---------------------------------------------
 
     async def start(self, app: web.Application) -> None:

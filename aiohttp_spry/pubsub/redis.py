@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import secrets
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
 from yarl import URL
@@ -51,59 +48,30 @@ from .broker import Broker, Deliver, Listener
 from .envelope import Stored
 from .history import HistoryPolicy, HistoryRead, HistoryRules
 from .positions import Position
-from .redis_errors import LOST
-from .redis_history import RedisHistory
-from .redis_presence import PRESENCE_MARK, RedisPresence
+from .redis_errors import LOST, Commands
+from .redis_history import Positioned, RedisHistory
+from .redis_link import Link, NodeLink, Pending
+from .redis_names import RedisNames
+from .redis_presence import RedisPresence
+
+__all__ = ["Link", "RedisBroker", "RedisBrokerBase"]
 
 _LOST: Final = LOST
 _TEXT: Final = b"t"
 _BINARY: Final = b"b"
 _NODE_BYTES: Final = 8
-_BATCH: Final = 512
-_CLOSE_ATTEMPTS: Final = 5
 _CLOSE_WAIT: Final = 1.0
 #: The subscriber, the publisher, the subscription sync and one command at least.
 _MIN_CONNECTIONS: Final = 4
+#: No retries inside redis-py: a broken connection surfaces at once and the
+#: broker reconnects with its own backoff and logging.
+_NO_RETRY: Final = Retry(NoBackoff(), 0)
 
 
-class Link(enum.Enum):
-    """The broker's two connections to Redis, each of which can be down."""
-
-    SUBSCRIBER = "subscriber"
-    PUBLISHER = "publisher"
-
-
-class RedisBroker(Broker):
-    """Carries published messages between processes through Redis pub/sub.
-
-    Example (it connects when the application starts)::
-
-        spry = Spry(app, broker=RedisBroker("redis://127.0.0.1:6379/0"))
-
-    Args:
-        url: ``redis://[:password@]host:port/db``, ``rediss://`` or ``unix://``.
-        channel_prefix: prepended to each topic to name its Redis channel, so
-            several applications can share one Redis.
-        max_pending: the most messages kept while Redis is unreachable; past
-            it the oldest are dropped (counted in the reconnect log line).
-        reconnect_min: the first wait, in seconds, before a reconnect attempt.
-        reconnect_max: the longest wait, in seconds, between reconnect attempts.
-        subscribe_timeout: the longest ``subscribe()`` waits for Redis to
-            confirm a subscription before returning anyway.
-        connect_timeout: seconds to wait for a TCP connection to Redis.
-        max_connections: the most connections to Redis this broker opens (the
-            subscriber, the publisher and commands such as history reads). A
-            burst of joins waits for a free one (at most ``pool_timeout``
-            seconds) instead of opening one each: redis-py's own pool refuses
-            a command past 100 connections, and Redis past its ``maxclients``.
-        pool_timeout: seconds a command waits for a free connection (a reconnect
-            storm of 5,000 members each reading 100 messages keeps the pool busy
-            for several seconds: the wait is a queue, not an outage).
-        presence_ttl: seconds a present session's entry lives without a
-            refresh (a process that dies takes at most this, plus
-            ``presence_refresh``, to be seen leaving).
-        presence_refresh: seconds between two refreshes of this process's
-            present sessions (which also removes others' expired ones).
+class RedisBrokerBase(Broker):
+    """What the single-node and the cluster broker share: the broker contract,
+    history and presence, and decoding what the node links receive. The two
+    differ in how many node links they hold and which one carries a channel.
     """
 
     supports_history = True
@@ -146,6 +114,7 @@ class RedisBroker(Broker):
             )
         self.url = url
         self.channel_prefix = channel_prefix.encode()
+        self._names = self._make_names(self.channel_prefix)
         self.presence_ttl = presence_ttl
         self.presence_refresh = presence_refresh
         self.max_pending = max_pending
@@ -160,34 +129,90 @@ class RedisBroker(Broker):
         # Messages from this process come back from Redis; the node id skips them.
         self._node = secrets.token_bytes(_NODE_BYTES)
         self._deliver: Deliver | None = None
-        self._client: Redis | None = None
-        self._pubsub: PubSub | None = None
+        # The client of one-off commands (history reads, presence).
+        self._client: Commands | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # Channels: wanted by local subscribers / told to the current
-        # connection / confirmed by Redis on it.
-        self._wanted: set[bytes] = set()
-        self._sent: set[bytes] = set()
-        self._confirmed: set[bytes] = set()
-        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._changed = asyncio.Event()
-        self._pending: deque[tuple[bytes, bytes]] = deque()
         # History and presence (attach()): the listener, the rules, the scripts,
         # and this process's present sessions (topic → id → info JSON).
         self._listener: Listener | None = None
         self._rules: HistoryRules | None = None
-        self._history = RedisHistory(self.channel_prefix, max_pending)
-        self._presence = RedisPresence(self.channel_prefix, presence_ttl)
+        self._history = RedisHistory(self._names, max_pending)
+        self._presence = RedisPresence(self._names, presence_ttl)
         self._routing = False  # whether received messages may be positioned or presence
-        self._has_pending = asyncio.Event()
-        # Outage bookkeeping: which connections are down, since when, losses.
-        self._down: set[Link] = set()
-        self._outage_started = 0.0
-        self._outages = 0
-        self._dropped = 0
         self._closing = False
+        self._init_links()
 
     def __repr__(self) -> str:
-        return f"RedisBroker({self.safe_url!r})"
+        return f"{type(self).__name__}({self.safe_url!r})"
+
+    # -- what the cluster broker changes ----------------------------------------------
+
+    @staticmethod
+    def _make_names(prefix: bytes) -> RedisNames:
+        return RedisNames(prefix)
+
+    def _new_link(self, label: str, liveness: bytes) -> NodeLink:
+        return NodeLink(
+            self,
+            label=label,
+            names=self._names,
+            liveness=liveness,
+            backoff=self._backoff,
+            max_pending=self.max_pending,
+            subscribe_timeout=self.subscribe_timeout,
+        )
+
+    def _node_client(self, url: str) -> Redis:
+        """A client of one node with its own bounded, blocking pool."""
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=self.max_connections,
+            timeout=self.pool_timeout,
+            retry=_NO_RETRY,
+            socket_connect_timeout=self.connect_timeout,
+        )
+        client = Redis(connection_pool=pool, retry=_NO_RETRY)
+        client.auto_close_connection_pool = True  # as Redis.from_pool does
+        return client
+
+    def _init_links(self) -> None:
+        """Make the node links known before start (at the end of ``__init__``)."""
+        raise NotImplementedError
+
+    def _links(self) -> Iterable[NodeLink]:
+        """Every node link."""
+        raise NotImplementedError
+
+    def _link_for(self, channel: bytes) -> NodeLink | None:
+        """The link of the node that carries ``channel`` (``None``: not known yet)."""
+        raise NotImplementedError
+
+    def _reachable(self, topic: str) -> Commands | None:
+        """The client for ``topic``'s presence commands, or ``None`` while its node is down."""
+        link = self._link_for(self._names.channel(topic))
+        if self._client is None or self._closing or link is None or link.down:
+            return None
+        return self._client
+
+    async def _leave_all(self, client: Commands) -> None:
+        """A clean shutdown: this process's sessions leave at once, not at expiry."""
+        raise NotImplementedError
+
+    def _hold(self, plain: list[Pending], positioned: list[Positioned]) -> None:
+        """Messages with no node to go to yet (a cluster whose topology is unknown)."""
+        raise NotImplementedError
+
+    async def moved(self, link: NodeLink) -> None:
+        """See :meth:`.redis_link.LinkOwner.moved`."""
+        raise NotImplementedError
+
+    async def reroute(
+        self, link: NodeLink, plain: list[Pending], positioned: list[Positioned]
+    ) -> None:
+        """See :meth:`.redis_link.LinkOwner.reroute`."""
+        raise NotImplementedError
+
+    # -- state -------------------------------------------------------------------------
 
     @property
     def safe_url(self) -> str:
@@ -198,128 +223,73 @@ class RedisBroker(Broker):
     @property
     def outages(self) -> int:
         """Outages since start: each counts once, however many connections broke."""
-        return self._outages
+        return sum(link.outages for link in self._links())
 
     @property
     def connected(self) -> bool:
-        return self._pubsub is not None and not self._down
+        links = list(self._links())
+        return bool(links) and all(link.up for link in links)
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self, deliver: Deliver) -> None:
+    def _started(self, deliver: Deliver) -> None:
         if self._deliver is not None:
             raise RuntimeError(f"{self!r} was already started; use one broker per application")
         self._deliver = deliver
-        # No retries inside redis-py: a broken connection surfaces here at once
-        # and this broker reconnects with its own backoff and logging.
-        no_retry = Retry(NoBackoff(), 0)
-        pool = BlockingConnectionPool.from_url(
-            self.url,
-            max_connections=self.max_connections,
-            timeout=self.pool_timeout,
-            retry=no_retry,
-            socket_connect_timeout=self.connect_timeout,
-        )
-        self._client = Redis(connection_pool=pool, retry=no_retry)
-        self._client.auto_close_connection_pool = True  # as Redis.from_pool does
-        self._history.bind(self._client)
-        self._presence.bind(self._client)
+
+    def _start_tasks(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._receive_forever(), name="aiohttp_spry redis subscriber"),
-            loop.create_task(self._publish_forever(), name="aiohttp_spry redis publisher"),
-            loop.create_task(self._sync_forever(), name="aiohttp_spry redis subscriptions"),
-            loop.create_task(self._presence_forever(), name="aiohttp_spry redis presence"),
+            loop.create_task(self._presence_forever(), name="aiohttp_spry redis presence")
         ]
 
     async def close(self) -> None:
-        # A clean shutdown: this process's sessions leave at once, not at expiry.
-        if self._presence.present and self._client is not None and not self._down:
+        client = self._client
+        if self._presence.present and client is not None and self.connected:
             with contextlib.suppress(*_LOST):
-                await asyncio.wait_for(self._leave_all(self._client), _CLOSE_WAIT)
+                await asyncio.wait_for(self._leave_all(client), _CLOSE_WAIT)
         self._closing = True
-        # Close the connections first: an operation stuck on one fails at once.
-        await self._drop_pubsub(self._pubsub)
-        if self._client is not None:
-            with contextlib.suppress(*_LOST):
-                await self._client.connection_pool.disconnect()
-        self._changed.set()
-        self._has_pending.set()
-        pending = set(self._tasks)
-        # redis-py's own timeouts can swallow a cancellation on Python < 3.12,
-        # so cancel again (the loops also stop on _closing) and never wait forever.
-        for _ in range(_CLOSE_ATTEMPTS):
-            if not pending:
-                break
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=_CLOSE_WAIT)
-        if pending:
-            logger.warning("Redis broker tasks did not stop: %s", [t.get_name() for t in pending])
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._tasks = []
-        if self._pending or self._history.queue:
-            logger.warning(
-                "Redis broker closing with %d unsent message(s): %s",
-                len(self._pending) + len(self._history.queue),
-                self.safe_url,
-            )
-            self._pending.clear()
-            self._history.fail_all("the Redis broker closed before Redis had it")
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-        self._release_waiters()
+        for link in list(self._links()):
+            await link.close()
+        await self._close_client()
         self._deliver = None
 
-    def _release_waiters(self) -> None:
-        """Let every ``subscribe()`` waiting for a confirmation return now."""
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-        self._waiters.clear()
+    async def _close_client(self) -> None:
+        """Close the command client, if the links do not (after them)."""
+        self._client = None
 
     # -- the broker contract ---------------------------------------------------------
 
-    def _channel(self, topic: str) -> bytes:
-        return self.channel_prefix + topic.encode()
-
     async def subscribe(self, topic: str) -> None:
-        await self._subscribe_channel(self._channel(topic))
+        await self._subscribe_channel(self._names.channel(topic))
 
     async def _subscribe_channel(self, channel: bytes) -> None:
-        self._wanted.add(channel)
-        if channel in self._confirmed:
-            return
-        self._changed.set()
-        if Link.SUBSCRIBER in self._down or self._closing:
-            return  # restored on reconnect; local delivery works meanwhile
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(waiter)
-        try:
-            await asyncio.wait_for(waiter, self.subscribe_timeout)
-        except asyncio.TimeoutError:
-            logger.debug("Redis did not confirm %r within %ss", channel, self.subscribe_timeout)
-        finally:
-            waiters = self._waiters.get(channel)
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[channel]
+        link = self._link_for(channel)
+        if link is not None:
+            await link.subscribe(channel)
 
     def unsubscribe(self, topic: str) -> None:
-        self._wanted.discard(self._channel(topic))
-        self._changed.set()
+        self._unsubscribe_channel(self._names.channel(topic))
+
+    def _unsubscribe_channel(self, channel: bytes) -> None:
+        link = self._link_for(channel)
+        if link is not None:
+            link.unsubscribe(channel)
 
     def publish(self, topic: str, payload: bytes, binary: bool) -> None:
-        pending = self._pending
-        if len(pending) >= self.max_pending:
-            pending.popleft()
-            self._dropped += 1
-        pending.append(
-            (self._channel(topic), self._node + (_BINARY if binary else _TEXT) + payload)
-        )
-        self._has_pending.set()
+        channel = self._names.channel(topic)
+        data = self._node + (_BINARY if binary else _TEXT) + payload
+        link = self._link_for(channel)
+        if link is None:
+            self._hold([(channel, data)], [])
+        else:
+            link.publish(channel, data)
 
     # -- history (:mod:`.redis_history`) -------------------------------------------
 
@@ -331,39 +301,37 @@ class RedisBroker(Broker):
     def publish_positioned(
         self, topic: str, message: Stored, msgid: str, policy: HistoryPolicy, *, ack: bool
     ) -> asyncio.Future[Position] | None:
-        future, dropped = self._history.enqueue(topic, message, msgid, policy, ack)
-        if dropped:
-            self._dropped += 1
-        self._has_pending.set()
+        link = self._link_for(self._names.channel(topic))
+        if link is not None:
+            return link.publish_positioned(topic, message, msgid, policy, ack=ack)
+        future, _ = self._history.enqueue(topic, message, msgid, policy, ack)
+        self._hold([], list(self._history.queue))
+        self._history.queue.clear()
         return future
+
+    def _command_client(self) -> Commands:
+        if self._client is None:
+            raise ConnectionError(f"{self!r} is not started")
+        return self._client
 
     async def read_history(
         self, topic: str, since: Position | None, policy: HistoryPolicy
     ) -> HistoryRead:
-        if self._client is None:
-            raise ConnectionError(f"{self!r} is not started")
-        return await self._history.read(self._client, topic, since, policy)
+        return await self._history.read(self._command_client(), topic, since, policy)
 
     # -- presence (:mod:`.redis_presence`) --------------------------------------------
 
-    def _reachable(self) -> Redis | None:
-        return None if self._client is None or self._down or self._closing else self._client
-
     async def presence_join(self, topic: str, id: str, info: Mapping[str, Any]) -> None:
-        await self._presence.join(self._reachable(), topic, id, info)
+        await self._presence.join(self._reachable(topic), topic, id, info)
 
     async def presence_leave(self, topic: str, id: str) -> None:
-        await self._presence.leave(self._reachable(), topic, id)
+        await self._presence.leave(self._reachable(topic), topic, id)
 
     async def presence(self, topic: str) -> dict[str, Mapping[str, Any]]:
-        if self._client is None:
-            raise ConnectionError(f"{self!r} is not started")
-        return await self._presence.members(self._client, topic)
+        return await self._presence.members(self._command_client(), topic)
 
     async def presence_count(self, topic: str) -> int:
-        if self._client is None:
-            raise ConnectionError(f"{self!r} is not started")
-        return await self._presence.count(self._client, topic)
+        return await self._presence.count(self._command_client(), topic)
 
     async def watch_presence(self, topic: str) -> None:
         self._presence.watched.add(topic)
@@ -373,146 +341,41 @@ class RedisBroker(Broker):
     def unwatch_presence(self, topic: str) -> None:
         self._presence.watched.discard(topic)
         self._routing = self._rules is not None or bool(self._presence.watched)
-        self._wanted.discard(self._presence.channel(topic))
-        self._changed.set()
+        self._unsubscribe_channel(self._presence.channel(topic))
 
     async def _presence_forever(self) -> None:
         """Refresh this process's present sessions; prune expired ones where we look."""
         presence = self._presence
         while not self._closing:
             await asyncio.sleep(self.presence_refresh)
-            if self._down or self._client is None:
-                continue
             for topic in {*presence.present, *presence.watched}:
+                client = self._reachable(topic)
+                if client is None:
+                    continue
                 try:
-                    await presence.refresh(self._client, topic)
+                    await presence.refresh(client, topic)
                 except asyncio.CancelledError:
                     raise
                 except _LOST as error:
                     logger.debug("Redis presence refresh of %r failed: %s", topic, error)
-                    break
                 except Exception:
                     logger.exception("Redis presence refresh of %r failed", topic)
 
-    async def _leave_all(self, client: Redis) -> None:
-        async with client.pipeline(transaction=False) as pipe:
-            await self._presence.leave_all(pipe)
-            await pipe.execute()
+    # -- what the links report (:class:`.redis_link.LinkOwner`) ---------------------------
 
-    # -- connections ---------------------------------------------------------------
-
-    def _lost(self, part: Link, error: BaseException) -> None:
-        """A connection broke: one WARNING per outage, DEBUG for the rest.
-
-        Any error counts, not only a network one: the outage (and its length)
-        starts with the first, whichever it was.
-        """
-        if not self._down:
-            self._outage_started = asyncio.get_running_loop().time()
-            self._outages += 1
-            self._dropped = 0
-            logger.warning(
-                "Redis broker lost its %s connection to %s (%s: %s); local delivery "
-                "continues, reconnecting with backoff",
-                part.value,
-                self.safe_url,
-                type(error).__name__,
-                error,
-                exc_info=None if isinstance(error, _LOST) else error,
-            )
-        else:
-            logger.debug(
-                "Redis broker %s still down: %s: %s", part.value, type(error).__name__, error
-            )
-        self._down.add(part)
-        if part is Link.SUBSCRIBER:
-            self._release_waiters()  # their subscriptions are restored on reconnect
-
-    def _back(self, part: Link) -> None:
-        if part not in self._down:
-            return
-        self._down.discard(part)
-        if not self._down:
-            took = asyncio.get_running_loop().time() - self._outage_started
-            logger.warning(
-                "Redis broker reconnected to %s after %.1fs; %d subscription(s) restored, "
-                "%d message(s) published meanwhile were dropped",
-                self.safe_url,
-                took,
-                len(self._wanted),
-                self._dropped,
-            )
-
-    async def _drop_pubsub(self, pubsub: PubSub | None) -> None:
-        if pubsub is self._pubsub:
-            self._pubsub = None
-        self._sent.clear()
-        self._confirmed.clear()
-        if pubsub is not None:
-            with contextlib.suppress(*_LOST):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _receive_forever(self) -> None:
-        """Hold the subscriber connection: read messages, reconnect when it breaks."""
-        assert self._client is not None
-        client = self._client
-        # A channel of this node's own keeps the connection subscribed (so read,
-        # and an outage noticed) even while no topic has a local subscriber.
-        liveness = self.channel_prefix + b"_node:" + self._node.hex().encode()
-        attempt = 0
-        while not self._closing:
-            pubsub = client.pubsub()
-            try:
-                self._sent = set(self._wanted)
-                await pubsub.subscribe(liveness, *self._sent)
-                # Only now: a second task using a PubSub that is still
-                # connecting would make it open a second connection.
-                self._pubsub = pubsub
-                # Topics joined or left while this connection was being made.
-                self._changed.set()
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
-                    kind = message["type"]  # redis-py gives the type as str
-                    if kind == "message":
-                        self._on_message(message["channel"], message["data"])
-                    elif kind == "subscribe":
-                        self._confirm(message["channel"])
-                        if attempt:
-                            attempt = 0
-                            self._back(Link.SUBSCRIBER)
-                    elif kind == "unsubscribe":
-                        self._confirmed.discard(message["channel"])
-            except asyncio.CancelledError:
-                await self._drop_pubsub(pubsub)
-                raise
-            except Exception as error:  # a network error, or anything else: reconnect
-                self._lost(Link.SUBSCRIBER, error)
-            await self._drop_pubsub(pubsub)
-            # The publisher's pooled connections died with this one: drop them
-            # too, or its next publish would fail on a dead socket after Redis
-            # is back.
-            with contextlib.suppress(*_LOST):
-                await client.connection_pool.disconnect()
-            await asyncio.sleep(self._backoff.compute(attempt))
-            attempt += 1
-
-    def _on_message(self, channel: bytes, data: bytes) -> None:
+    def on_message(self, channel: bytes, data: bytes) -> None:
         # Only an application with history rules or watched presence pays for this.
         if self._routing:
-            rest = channel[len(self.channel_prefix) :]
             try:
                 assert self._listener is not None
-                if rest[:3] == PRESENCE_MARK:
-                    self._listener.presence_changed(RedisPresence.event(rest[3:].decode(), data))
+                topic, presence = self._names.parse(channel)
+                if presence:
+                    self._listener.presence_changed(RedisPresence.event(topic, data))
                     return
-                if self._rules is not None:
-                    topic = rest.decode()
-                    if self._rules.policy(topic) is not None:
-                        position, kind, payload, msgid = RedisHistory.message(data)
-                        self._listener.deliver_positioned(topic, position, kind, payload, msgid)
-                        return
+                if self._rules is not None and self._rules.policy(topic) is not None:
+                    position, kind, payload, msgid = RedisHistory.message(data)
+                    self._listener.deliver_positioned(topic, position, kind, payload, msgid)
+                    return
             except (ValueError, KeyError, IndexError) as error:
                 # Another application's format on our prefix (say one without the
                 # history rule): never a reason to drop the connection.
@@ -527,104 +390,97 @@ class RedisBroker(Broker):
         if data[:_NODE_BYTES] == self._node:
             return  # from this process: delivered locally when it was published
         assert self._deliver is not None
-        topic = channel[len(self.channel_prefix) :].decode()
         binary = data[_NODE_BYTES : _NODE_BYTES + 1] == _BINARY
-        self._deliver(topic, data[_NODE_BYTES + 1 :], binary)
+        self._deliver(self._names.topic(channel), data[_NODE_BYTES + 1 :], binary)
 
-    def _confirm(self, channel: bytes) -> None:
-        self._confirmed.add(channel)
-        for waiter in self._waiters.pop(channel, ()):
-            if not waiter.done():
-                waiter.set_result(None)
-        if self._rules is not None and self._listener is not None:
-            topic = channel[len(self.channel_prefix) :].decode(errors="replace")
-            if self._rules.policy(topic) is not None:
-                # Whatever passed while this channel was not subscribed is read
-                # from the history (nothing, on a first subscription).
-                self._listener.resync(topic)
-
-    async def _sync_forever(self) -> None:
-        """Tell the subscriber connection what local subscribers want, in order."""
-        while not self._closing:
-            await self._changed.wait()
-            self._changed.clear()
-            pubsub = self._pubsub
-            if pubsub is None:
-                continue  # the reconnect subscribes to everything wanted
-            join = self._wanted - self._sent
-            leave = self._sent - self._wanted
-            try:
-                if join:
-                    self._sent |= join
-                    await pubsub.subscribe(*join)
-                if leave:
-                    self._sent -= leave
-                    await pubsub.unsubscribe(*leave)
-            except asyncio.CancelledError:
-                raise
-            except _LOST as error:
-                # The receiving side sees the same break and reconnects.
-                logger.debug("Redis broker could not (un)subscribe: %s", error)
-            except Exception:
-                logger.exception("Redis broker could not (un)subscribe: %s", self.safe_url)
-
-    async def _publish_forever(self) -> None:
-        """Send pending messages in order, in pipelined batches; wait out outages.
-
-        Messages of topics without history and with history wait apart, so the
-        first kind goes exactly the way it always did.
-        """
-        assert self._client is not None
-        client = self._client
-        pending, positioned = self._pending, self._history.queue
-        while not self._closing:
-            await self._has_pending.wait()
-            if not (pending or positioned) or self._closing:
-                self._has_pending.clear()
-                continue
-            if self._down:
-                # Usually the subscriber connection notices an outage first:
-                # hold the messages (bounded) until Redis answers again.
-                await self._wait_until_reachable(client)
-                if self._closing:
-                    break
-            if pending:
-                await self._publish_batch(client, pending)
-            if positioned and not self._down:
-                lost = await self._history.send_batch(client)
-                if lost is not None:
-                    self._lost(Link.PUBLISHER, lost)
-
-    async def _publish_batch(self, client: Redis, pending: deque[tuple[bytes, bytes]]) -> None:
-        batch = [pending.popleft() for _ in range(min(_BATCH, len(pending)))]
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                for channel, data in batch:
-                    pipe.publish(channel, data)
-                await pipe.execute()
-        except asyncio.CancelledError:
-            raise
-        except _LOST as error:
-            # At most once: part of the batch may have gone out; resending
-            # could deliver it twice.
-            self._lost(Link.PUBLISHER, error)
-            self._dropped += len(batch)
-        except Exception:
-            logger.exception(
-                "Redis broker dropped %d message(s) it could not publish: %s",
-                len(batch),
-                self.safe_url,
-            )
-
-    async def _wait_until_reachable(self, client: Redis) -> None:
-        attempt = 0
-        while not self._closing:
-            try:
-                await client.ping()
-            except _LOST as error:
-                self._lost(Link.PUBLISHER, error)
-                await asyncio.sleep(self._backoff.compute(attempt))
-                attempt += 1
-                continue
-            self._back(Link.PUBLISHER)
+    def on_confirm(self, channel: bytes) -> None:
+        if self._rules is None or self._listener is None:
             return
+        try:
+            topic, presence = self._names.parse(channel)
+        except ValueError:
+            return
+        if not presence and self._rules.policy(topic) is not None:
+            # Whatever passed while this channel was not subscribed is read
+            # from the history (nothing, on a first subscription).
+            self._listener.resync(topic)
+
+
+class RedisBroker(RedisBrokerBase):
+    """Carries published messages between processes through Redis pub/sub.
+
+    Example (it connects when the application starts)::
+
+        spry = Spry(app, broker=RedisBroker("redis://127.0.0.1:6379/0"))
+
+    Args:
+        url: ``redis://[:password@]host:port/db``, ``rediss://`` or ``unix://``.
+        channel_prefix: prepended to each topic to name its Redis channel, so
+            several applications can share one Redis.
+        max_pending: the most messages kept while Redis is unreachable; past
+            it the oldest are dropped (counted in the reconnect log line).
+        reconnect_min: the first wait, in seconds, before a reconnect attempt.
+        reconnect_max: the longest wait, in seconds, between reconnect attempts.
+        subscribe_timeout: the longest ``subscribe()`` waits for Redis to
+            confirm a subscription before returning anyway.
+        connect_timeout: seconds to wait for a TCP connection to Redis.
+        max_connections: the most connections to Redis this broker opens (the
+            subscriber, the publisher and commands such as history reads). A
+            burst of joins waits for a free one (at most ``pool_timeout``
+            seconds) instead of opening one each: redis-py's own pool refuses
+            a command past 100 connections, and Redis past its ``maxclients``.
+        pool_timeout: seconds a command waits for a free connection (a reconnect
+            storm of 5,000 members each reading 100 messages keeps the pool busy
+            for several seconds: the wait is a queue, not an outage).
+        presence_ttl: seconds a present session's entry lives without a
+            refresh (a process that dies takes at most this, plus
+            ``presence_refresh``, to be seen leaving).
+        presence_refresh: seconds between two refreshes of this process's
+            present sessions (which also removes others' expired ones).
+    """
+
+    def _init_links(self) -> None:
+        self._link = self._new_link(self.safe_url, self._names.liveness(self._node))
+
+    async def start(self, deliver: Deliver) -> None:
+        self._started(deliver)
+        client = self._node_client(self.url)
+        self._client = client
+        self._history.bind(client)
+        self._presence.bind(client)
+        self._link.start(client)
+        self._start_tasks()
+
+    def _links(self) -> Iterable[NodeLink]:
+        """Every node link (one here; one per shard on a cluster)."""
+        return (self._link,)
+
+    def _link_for(self, channel: bytes) -> NodeLink | None:
+        """The link of the node that carries ``channel`` (``None``: not known yet)."""
+        return self._link
+
+    async def _leave_all(self, client: Commands) -> None:
+        """A clean shutdown: this process's sessions leave at once, not at expiry."""
+        assert isinstance(client, Redis)
+        async with client.pipeline(transaction=False) as pipe:
+            await self._presence.leave_all(pipe)
+            await pipe.execute()
+
+    def _hold(self, plain: list[Pending], positioned: list[Positioned]) -> None:
+        raise AssertionError("a single Redis node always has its link")
+
+    async def moved(self, link: NodeLink) -> None:
+        logger.error(
+            "Redis at %s answered MOVED: it is a Redis Cluster node; use "
+            "SPRY_BROKER_URL=redis+cluster://HOST:PORT (the cluster broker)",
+            link.label,
+        )
+        await asyncio.sleep(self.reconnect_max)
+
+    async def reroute(
+        self, link: NodeLink, plain: list[Pending], positioned: list[Positioned]
+    ) -> None:
+        await self.moved(link)
+        error = ConnectionError(f"{link.label} is a Redis Cluster node: use redis+cluster://")
+        for item in positioned:
+            item.fail(error)

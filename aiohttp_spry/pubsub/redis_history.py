@@ -14,26 +14,27 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import MovedError, NoScriptError
 
 from ..log import pubsub_logger as logger
 from . import redis_scripts
 from .envelope import KINDS, Kind, Stored
 from .history import Entry, HistoryPolicy, HistoryRead, new_epoch
 from .positions import Position
-from .redis_errors import LOST
+from .redis_errors import LOST, MOVING, Commands
+from .redis_names import RedisNames
 
-__all__ = ["RedisHistory"]
+__all__ = ["BatchOutcome", "Positioned", "RedisHistory"]
 
 _BATCH: Final = 512
 #: How far back (beyond the history size) a retried message is looked for.
 _LOOK_BACK: Final = 4 * _BATCH
 
 
-class _Positioned:
+class Positioned:
     """A message of a topic with history waiting for Redis to take it."""
 
     __slots__ = ("future", "message", "msgid", "policy", "topic")
@@ -57,6 +58,16 @@ class _Positioned:
             self.future.set_exception(error)
 
 
+class BatchOutcome(NamedTuple):
+    """What became of one batch: the link broke (it waits again, first in line), the
+    node no longer owns some slots (``MOVED``: for the owner), or some wait for a
+    slot that is moving (``ASK``, ``TRYAGAIN``: first in line again)."""
+
+    lost: BaseException | None = None
+    moved: tuple[Positioned, ...] = ()
+    moving: bool = False
+
+
 class RedisHistory:
     """Topics with history in Redis, for one broker.
 
@@ -64,22 +75,23 @@ class RedisHistory:
         queue: messages waiting for Redis, oldest first (at most ``max_pending``).
     """
 
-    __slots__ = ("_prefix", "_publish", "_read", "max_pending", "queue")
+    __slots__ = ("_names", "_publish", "_publish_script", "_read", "max_pending", "queue")
 
-    def __init__(self, channel_prefix: bytes, max_pending: int) -> None:
-        self._prefix = channel_prefix
+    def __init__(self, names: RedisNames, max_pending: int) -> None:
+        self._names = names
         self.max_pending = max_pending
-        self.queue: deque[_Positioned] = deque()
+        self.queue: deque[Positioned] = deque()
+        self._publish_script = redis_scripts.for_names(redis_scripts.PUBLISH, names)
 
-    def bind(self, client: Redis) -> None:
-        """Register the scripts on the broker's client (at start)."""
-        self._publish = client.register_script(redis_scripts.PUBLISH)
-        self._read = client.register_script(redis_scripts.READ)
+    def bind(self, client: Commands) -> None:
+        """Register the scripts on the client that runs them (at start)."""
+        self._publish = client.register_script(self._publish_script)
+        self._read = client.register_script(
+            redis_scripts.for_names(redis_scripts.READ, self._names)
+        )
 
     def _keys(self, topic: str) -> list[bytes]:
-        # The hash tag {topic}: every key of one topic on one cluster slot.
-        tag = self._prefix + b"{" + topic.encode() + b"}:"
-        return [tag + b"meta", tag + b"stream"]
+        return self._names.keys(topic, b"meta", b"stream")
 
     def enqueue(
         self, topic: str, message: Stored, msgid: str, policy: HistoryPolicy, ack: bool
@@ -98,7 +110,7 @@ class RedisHistory:
                 oldest.topic,
             )
             oldest.fail(ConnectionError("dropped: the Redis broker's buffer was full"))
-        self.queue.append(_Positioned(topic, message, msgid, policy, future))
+        self.queue.append(Positioned(topic, message, msgid, policy, future))
         return future, dropped
 
     def fail_all(self, reason: str) -> None:
@@ -106,11 +118,11 @@ class RedisHistory:
             item.fail(ConnectionError(reason))
         self.queue.clear()
 
-    def _args(self, item: _Positioned) -> list[bytes | str | int]:
+    def _args(self, item: Positioned) -> list[bytes | str | int]:
         policy = item.policy
         node, _, seq = item.msgid.rpartition("-")
         return [
-            self._prefix + item.topic.encode(),  # the topic's channel
+            self._names.channel(item.topic),
             node,
             seq,
             item.message.kind.value,
@@ -123,13 +135,8 @@ class RedisHistory:
             policy.size + _LOOK_BACK,
         ]
 
-    async def send_batch(self, client: Redis) -> BaseException | None:
-        """Send one pipelined batch of publish scripts.
-
-        Returns:
-            The connection error, when the link broke (the batch waits again,
-            first in line); else ``None``.
-        """
+    async def send_batch(self, client: Redis) -> BatchOutcome:
+        """Send one pipelined batch of publish scripts (see :class:`BatchOutcome`)."""
         queue = self.queue
         batch = [queue.popleft() for _ in range(min(_BATCH, len(queue)))]
         try:
@@ -145,28 +152,35 @@ class RedisHistory:
             raise
         except LOST as error:
             queue.extendleft(reversed(batch))
-            return error
+            return BatchOutcome(lost=error)
         except Exception:
             logger.exception(
                 "Redis broker could not publish %d message(s) with history", len(batch)
             )
             for item in batch:
                 item.fail(ConnectionError("Redis refused the batch (see the log)"))
-            return None
-        unknown = [
+            return BatchOutcome()
+        moved = tuple(
             item
             for item, reply in zip(batch, replies, strict=True)
-            if isinstance(reply, NoScriptError)
+            if isinstance(reply, MovedError)
+        )
+        # Not applied, so sent again first in line: a Redis that restarted (or
+        # flushed its scripts), or a slot that is moving here or away.
+        again = [
+            item
+            for item, reply in zip(batch, replies, strict=True)
+            if isinstance(reply, (NoScriptError, *MOVING)) and not isinstance(reply, MovedError)
         ]
-        if unknown:
-            # A Redis that restarted (or flushed its scripts): load it, send them again.
-            queue.extendleft(reversed(unknown))
+        if again:
+            queue.extendleft(reversed(again))
+        if any(isinstance(reply, NoScriptError) for reply in replies):
             try:
-                await client.script_load(redis_scripts.PUBLISH)
+                await client.script_load(self._publish_script)
             except LOST as error:
-                return error
+                return BatchOutcome(lost=error, moved=moved)
         for item, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, NoScriptError):
+            if isinstance(reply, (NoScriptError, *MOVING)):
                 continue
             if isinstance(reply, Exception):
                 logger.error(
@@ -175,10 +189,11 @@ class RedisHistory:
                 item.fail(reply)
             else:
                 self._applied(item, reply)
-        return None
+        moving = any(isinstance(r, MOVING) and not isinstance(r, MovedError) for r in replies)
+        return BatchOutcome(moved=moved, moving=moving)
 
     @staticmethod
-    def _applied(item: _Positioned, reply: Any) -> None:
+    def _applied(item: Positioned, reply: Any) -> None:
         epoch, offset, again = reply[0].decode(), int(reply[1]), int(reply[2])
         if again:
             logger.info(
@@ -197,7 +212,7 @@ class RedisHistory:
             item.future.set_result(Position(epoch, offset))
 
     async def read(
-        self, client: Redis, topic: str, since: Position | None, policy: HistoryPolicy
+        self, client: Commands, topic: str, since: Position | None, policy: HistoryPolicy
     ) -> HistoryRead:
         """The topic's position and its entries after ``since``, in one script."""
         reply = await self._read(

@@ -14,18 +14,17 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from ..log import pubsub_logger as logger
 from . import redis_scripts
 from .presence import PresenceChange, PresenceEvent
-from .redis_errors import LOST
+from .redis_errors import LOST, Commands
+from .redis_names import RedisNames
 
-__all__ = ["PRESENCE_MARK", "RedisPresence"]
+__all__ = ["RedisPresence"]
 
-#: Marks a topic's presence channel: ``<prefix>\\x00p\\x00<topic>``.
-PRESENCE_MARK: Final = b"\x00p\x00"
 _CHUNK: Final = 500
 _JOIN: Final = b"j"
 
@@ -44,39 +43,42 @@ class RedisPresence:
         "_join",
         "_leave",
         "_members",
-        "_prefix",
+        "_names",
         "_refresh",
         "present",
         "ttl",
         "watched",
     )
 
-    def __init__(self, channel_prefix: bytes, ttl: float) -> None:
-        self._prefix = channel_prefix
+    def __init__(self, names: RedisNames, ttl: float) -> None:
+        self._names = names
         self.ttl = ttl
         self.present: dict[str, dict[str, bytes]] = {}
         self.watched: set[str] = set()
 
-    def bind(self, client: Redis) -> None:
-        """Register the scripts on the broker's client (at start)."""
-        self._join = client.register_script(redis_scripts.PRESENCE_JOIN)
-        self._refresh = client.register_script(redis_scripts.PRESENCE_REFRESH)
-        self._leave = client.register_script(redis_scripts.PRESENCE_LEAVE)
-        self._members = client.register_script(redis_scripts.PRESENCE_MEMBERS)
-        self._count = client.register_script(redis_scripts.PRESENCE_COUNT)
+    def bind(self, client: Commands) -> None:
+        """Register the scripts on the broker's command client (at start)."""
+
+        def script(text: str) -> AsyncScript:
+            return client.register_script(redis_scripts.for_names(text, self._names))
+
+        self._join = script(redis_scripts.PRESENCE_JOIN)
+        self._refresh = script(redis_scripts.PRESENCE_REFRESH)
+        self._leave = script(redis_scripts.PRESENCE_LEAVE)
+        self._members = script(redis_scripts.PRESENCE_MEMBERS)
+        self._count = script(redis_scripts.PRESENCE_COUNT)
 
     def channel(self, topic: str) -> bytes:
-        return self._prefix + PRESENCE_MARK + topic.encode()
+        return self._names.presence_channel(topic)
 
     def _keys(self, topic: str) -> list[bytes]:
-        tag = self._prefix + b"{" + topic.encode() + b"}:"
-        return [tag + b"pz", tag + b"ph"]
+        return self._names.keys(topic, b"pz", b"ph")
 
     def _ttl_ms(self) -> int:
         return math.ceil(self.ttl * 1000)
 
     async def join(
-        self, client: Redis | None, topic: str, id: str, info: Mapping[str, Any]
+        self, client: Commands | None, topic: str, id: str, info: Mapping[str, Any]
     ) -> None:
         """Remember ``id`` and announce it; without Redis now, the next refresh does."""
         encoded = json.dumps(dict(info), separators=(",", ":")).encode()
@@ -92,7 +94,7 @@ class RedisPresence:
         except LOST as error:
             logger.debug("Redis presence join of %s in %r deferred: %s", id, topic, error)
 
-    async def leave(self, client: Redis | None, topic: str, id: str) -> None:
+    async def leave(self, client: Commands | None, topic: str, id: str) -> None:
         """Forget ``id`` and announce it; without Redis, its entry expires."""
         local = self.present.get(topic)
         if local is not None:
@@ -108,16 +110,16 @@ class RedisPresence:
                 "Redis presence leave of %s in %r failed (it expires): %s", id, topic, error
             )
 
-    async def members(self, client: Redis, topic: str) -> dict[str, Mapping[str, Any]]:
+    async def members(self, client: Commands, topic: str) -> dict[str, Mapping[str, Any]]:
         flat = await self._members(
             keys=self._keys(topic), args=[self.channel(topic)], client=client
         )
         return {flat[i].decode(): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
 
-    async def count(self, client: Redis, topic: str) -> int:
+    async def count(self, client: Commands, topic: str) -> int:
         return int(await self._count(keys=self._keys(topic)[:1], client=client))
 
-    async def refresh(self, client: Redis, topic: str) -> None:
+    async def refresh(self, client: Commands, topic: str) -> None:
         """Extend this process's entries in ``topic`` (re-adding lost ones) and remove
         expired ones of any process, announcing each removal."""
         members = list(self.present.get(topic, {}).items())

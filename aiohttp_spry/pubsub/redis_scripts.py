@@ -13,11 +13,17 @@ script may use them all:
   ``ph`` (hash): session id → info JSON.
 
 The scripts take the time from Redis (``TIME``), so hosts' clocks never matter.
+On a Redis Cluster they publish with ``SPUBLISH`` (:func:`for_names`): the
+topic's channel carries the same hash tag, so it lives on the shard that ran
+the script.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .redis_names import RedisNames
 
 __all__ = [
     "PRESENCE_COUNT",
@@ -27,7 +33,22 @@ __all__ = [
     "PRESENCE_REFRESH",
     "PUBLISH",
     "READ",
+    "for_names",
 ]
+
+
+def for_names(script: str, names: RedisNames) -> str:
+    """``script`` as the broker with ``names`` runs it: with sharded channels, its
+    ``PUBLISH`` calls become ``SPUBLISH``.
+
+    >>> from aiohttp_spry.pubsub.redis_names import ClusterNames
+    >>> "SPUBLISH" in for_names(PRESENCE_LEAVE, ClusterNames(b"p:"))
+    True
+    """
+    if not names.sharded:
+        return script
+    return script.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
 
 # A new epoch (ARGV given by the caller: Lua in Redis has no real randomness)
 # starts with an empty stream and offset 0.
