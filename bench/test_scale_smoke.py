@@ -2,7 +2,8 @@
 
 Part A: 300 idle sessions on aiohttp_spry and on raw aiohttp, from two client processes;
 every session must open and get every publish. Part B: two processes on 127.0.0.2 and
-127.0.0.3 through a real ``redis-server``, full-speed publishing for a second. Exact
+127.0.0.3 through a real ``redis-server``, then a real 3-master Redis Cluster,
+full-speed publishing for a second each. Exact
 counts and clean clients, never speed. Run it from the repository root.
 """
 
@@ -15,10 +16,12 @@ import pytest
 
 from bench.scale.render import render, section
 from bench.scale.run import QUICK, Config, run
+from tests.support.clusterproc import redis_cli_path
 from tests.support.optional import require_tool
 from tests.support.redisproc import redis_server_path
 
 HAS_REDIS = redis_server_path() is not None
+HAS_CLUSTER = HAS_REDIS and redis_cli_path() is not None
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     config.output, config.json_output = out / "RESULTS-scale.md", out / "results-scale.json"
     config.pin = False  # do not pin the test process
     config.part_b = HAS_REDIS
+    config.brokers = ("redis", "cluster") if HAS_CLUSTER else ("redis",)
     return run(config, "pytest bench/test_scale_smoke.py", log=lambda _: None)
 
 
@@ -53,10 +57,15 @@ def test_every_session_opened_on_both_servers_and_got_every_publish(
             assert 0 < publish["reach"]["p50"] <= publish["reach"]["max"]
 
 
-def test_throughput_across_processes_through_redis(results: dict[str, Any]) -> None:
+@pytest.mark.parametrize("broker", ["redis", "cluster"])
+def test_throughput_across_processes_through_each_broker(
+    results: dict[str, Any], broker: str
+) -> None:
     require_tool("redis-server", HAS_REDIS, "apt-get install -y redis-server")
-    (leg,) = results["throughput"]
-    assert leg["broker"] == "redis"
+    if broker == "cluster":
+        require_tool("redis-cli", HAS_CLUSTER, "apt-get install -y redis-tools")
+    (leg,) = [leg for leg in results["throughput"] if leg["broker"] == broker]
+    assert leg["url"].startswith("redis+cluster://" if broker == "cluster" else "redis://")
     assert leg["published"] > 0
     # At most what was published reaches each process; a second at full speed loses none.
     assert leg["delivered"] == leg["expected"] == leg["published"] * QUICK["processes"]

@@ -118,9 +118,9 @@ def throughput(data: dict[str, Any], level: str) -> list[str]:
             f"{leg['broker']} | {leg['processes']} × {leg['topics']:,} | "
             f"{leg['published_per_s']:,.0f} | {leg['deliveries_per_s']:,.0f} | "
             f"{leg['delivered'] / leg['expected'] if leg['expected'] else 0:.4f} | "
-            f"{lat['all']['p50']:.1f} / {lat['all']['p99']:.1f} | "
-            f"{lat['local']['p50']:.1f} / {lat['local']['p99']:.1f} | "
-            f"{lat['remote']['p50']:.1f} / {lat['remote']['p99']:.1f} | "
+            f"{lat['all']['p50']:.2f} / {lat['all']['p99']:.2f} | "
+            f"{lat['local']['p50']:.2f} / {lat['local']['p99']:.2f} | "
+            f"{lat['remote']['p50']:.2f} / {lat['remote']['p99']:.2f} | "
             + " + ".join(f"{cpu / leg['seconds']:.2f}" for cpu in leg["server_cpu"])
         )
     measured = [leg for leg in legs if "missing" not in leg]

@@ -90,7 +90,7 @@ class Config(harness.Settings):
 
 QUICK: dict[str, Any] = dict(
     rounds=1, sessions=300, clients=2, ramp_timeout=30.0, publishes=2, processes=2, topics=50,
-    publishers=2, seconds=1.0, warmup=0.3, brokers=("redis",), quiet_wait=0.0, noise_budget=0.0,
+    publishers=2, seconds=1.0, warmup=0.3, quiet_wait=0.0, noise_budget=0.0,
     results_md=None, settle=0.3,
 )  # fmt: skip
 
