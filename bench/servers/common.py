@@ -45,7 +45,10 @@ def arguments(
     for name in switches:
         parser.add_argument(f"--{name}", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # WARNING for everything (a peer logging each connection at INFO would pay for it in
+    # its figures), INFO for aiohttp_spry: the open-files line, and nothing per message.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp_spry").setLevel(logging.INFO)
     raise_open_files_limit()
     if args.gc_stats is not None:
         record_gc(args.gc_stats)
