@@ -19,6 +19,7 @@ from importlib.metadata import version as _distribution_version
 from .event import Event
 from .exceptions import HTTPError, NotFoundError, PeerNotReadingError, RouteConflictError
 from .extension import SPRY_KEY, Spry
+from .limits import raise_open_files_limit
 from .pipeline import ErrorHandler, Middleware, Next
 from .pubsub import (
     Broker,
@@ -84,4 +85,5 @@ __all__ = [
     "__version__",
     "broker_from_url",
     "parse_position",
+    "raise_open_files_limit",
 ]

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from bench.report import kept_sections
 from bench.system import CpuTimes, git_revision, machine_facts, pin, raise_fd_limit
 
 T = TypeVar("T")
@@ -176,7 +177,8 @@ def run(
         )
     data["problems"], data["notes"] = harness.problems, harness.notes
     output: Path = data["config"].output
-    output.write_text(render(data))
+    old = output.read_text() if output.exists() else ""
+    output.write_text(kept_sections(old, render(data)))
     json_output.write_text(json.dumps(data, indent=1, default=_plain))
     harness.log(f"wrote {output} and {json_output} in {data['wall_seconds']:.0f} s")
     for problem in harness.problems:

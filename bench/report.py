@@ -94,3 +94,36 @@ def problems_or(data: dict[str, Any], fine: str) -> list[str]:
 
 def versions(found: dict[str, str]) -> str:
     return "## Versions\n\n" + table("package | version", [f"{k} | {v}" for k, v in found.items()])
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- begin {name} -->", f"<!-- end {name} -->"
+
+
+def with_section(text: str, name: str, body: str) -> str:
+    """``text`` with the section ``name`` (between its HTML-comment markers) set to ``body``:
+    replaced where it is, else appended. One harness can keep its figures in another's file."""
+    begin, end = _markers(name)
+    block = f"{begin}\n{body.strip()}\n{end}\n"
+    start = text.find(begin)
+    if start < 0:
+        return text.rstrip("\n") + "\n\n" + block
+    stop = text.find(end, start)
+    stop = len(text) if stop < 0 else stop + len(end) + 1
+    return text[:start] + block + text[stop:]
+
+
+def kept_sections(old: str, new: str) -> str:
+    """``new`` plus every marked section of ``old`` that ``new`` lacks (a rewritten results
+    file keeps what other harnesses put in it)."""
+    pos = 0
+    while (start := old.find("<!-- begin ", pos)) >= 0:
+        name = old[start + len("<!-- begin ") : old.find(" -->", start)]
+        begin, end = _markers(name)
+        stop = old.find(end, start)
+        if stop < 0:
+            break
+        if begin not in new:
+            new = with_section(new, name, old[start + len(begin) : stop])
+        pos = stop + len(end)
+    return new

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import attrs
 
+from aiohttp_spry import raise_open_files_limit
 from tests.support.procs import HOST, free_port, spawn_listening, stop_process
 from tests.support.procs import REPO_ROOT as ROOT
 
@@ -30,9 +31,7 @@ def pin(pid: int, cpus: set[int] | None) -> None:
 
 def raise_fd_limit() -> tuple[int, int]:
     """Soft RLIMIT_NOFILE up to the hard limit (thousands of sockets); the limits after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_files_limit()
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
@@ -56,11 +55,14 @@ class Proc:
         log_dir: Path,
         *args: str,
         name: str = "",
+        host: str = HOST,
     ) -> None:
         self.module, self.label, self.cpus, self.args = module, label, cpus, args
+        #: The loopback address it listens on (``--host``, when not the default).
+        self.host = host
         #: What the results call it (e.g. "raw2" for a second raw aiohttp process).
         self.name = name or module.rpartition(".")[2]
-        self.port = free_port()
+        self.port = free_port(host)
         self.log_path = log_dir / f"{self.name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         #: SIGINT for a GC-statistics run: it lets every server run its atexit hooks
@@ -74,8 +76,16 @@ class Proc:
 
     def start(self, timeout: float = 30.0) -> Proc:
         command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.args]
+        if self.host != HOST:
+            command += ["--host", self.host]
         self.proc = spawn_listening(
-            command, self.port, self.log_path, cpus=self.cpus, timeout=timeout, label=self.label
+            command,
+            self.port,
+            self.log_path,
+            host=self.host,
+            cpus=self.cpus,
+            timeout=timeout,
+            label=self.label,
         )
         return self
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from aiohttp_spry import raise_open_files_limit
+
 from .main import LOG_FORMAT, create_app, create_file_routes_app, keepalive_from_env
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--loop uvloop needs uvloop: pip install 'aiohttp_spry[uvloop]'")
         loop = uvloop.new_event_loop()
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    raise_open_files_limit()  # one session, one descriptor: logs what it did
     factory = create_file_routes_app if args.file_routes else create_app
     app = factory(keepalive_timeout=keepalive)  # a coroutine: run_app awaits it
     line = listening_line(args.host, args.port, file_routes=args.file_routes)

@@ -7,6 +7,7 @@ import argparse
 import atexit
 import gc
 import json
+import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from aiohttp_spry import raise_open_files_limit
 
 HOST = "127.0.0.1"
 #: Listen backlog for every server, so connection bursts never hit the default 100/128.
@@ -28,11 +31,13 @@ Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 def arguments(
     description: str | None, *extra: str, switches: tuple[str, ...] = ()
 ) -> argparse.Namespace:
-    """``--port PORT [--gc-stats FILE] [--loop asyncio|uvloop]``, each ``--EXTRA VALUE`` and
+    """``--port PORT [--host ADDRESS] [--gc-stats FILE] [--loop asyncio|uvloop]``, each
+    ``--EXTRA VALUE`` and
     each ``--SWITCH`` flag; the soft RLIMIT_NOFILE raised to the hard one (thousands of
     sockets)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default=HOST, help=f"loopback address to listen on ({HOST})")
     parser.add_argument("--gc-stats", type=Path, help="write cyclic GC statistics here at exit")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     for name in extra:
@@ -40,8 +45,11 @@ def arguments(
     for name in switches:
         parser.add_argument(f"--{name}", action="store_true")
     args = parser.parse_args()
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # WARNING for everything (a peer logging each connection at INFO would pay for it in
+    # its figures), INFO for aiohttp_spry: the open-files line, and nothing per message.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp_spry").setLevel(logging.INFO)
+    raise_open_files_limit()
     if args.gc_stats is not None:
         record_gc(args.gc_stats)
     return args
@@ -65,7 +73,9 @@ def record_gc(path: Path) -> None:
     atexit.register(lambda: path.write_text(json.dumps(stats)))
 
 
-def run_aiohttp(app: web.Application, port: int, loop: str = "asyncio") -> None:
+def run_aiohttp(
+    app: web.Application, port: int, loop: str = "asyncio", host: str = HOST
+) -> None:
     """``web.run_app`` on asyncio's own loop, or on ``uvloop``."""
     event_loop = None
     if loop == "uvloop":
@@ -74,7 +84,7 @@ def run_aiohttp(app: web.Application, port: int, loop: str = "asyncio") -> None:
         event_loop = uvloop.new_event_loop()
     web.run_app(
         app,
-        host=HOST,
+        host=host,
         port=port,
         backlog=BACKLOG,
         access_log=None,

@@ -1,0 +1,1 @@
+"""``python -m bench.scale``: sessions per process and throughput across processes."""
