@@ -136,6 +136,7 @@ class RedisClusterBroker(RedisBrokerBase):
         self._topology_reads = 0
         self._past_outages = 0  # of shards that left the cluster
         self._topology_known = asyncio.Event()
+        self._closing_links: set[asyncio.Task[None]] = set()
         names = self._names
         assert isinstance(names, ClusterNames)
         self._cluster_names = names
@@ -192,9 +193,11 @@ class RedisClusterBroker(RedisBrokerBase):
         # Like the single-node broker, start even while the cluster is down; but
         # wait a moment for the topology so the first subscriptions go out at once.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._topology_known.wait(), self.subscribe_timeout)
+            await asyncio.wait_for(self._topology_known.wait(), self.connect_timeout)
 
     async def _close_client(self) -> None:
+        if self._closing_links:
+            await asyncio.wait(set(self._closing_links))
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(*LOST):
@@ -286,7 +289,13 @@ class RedisClusterBroker(RedisBrokerBase):
                 len(plain) + len(positioned),
             )
             self._past_outages += link.outages
-            await link.close()
+            # Closed apart: this may run in one of that link's own tasks (its node
+            # told it the slots moved), which its close() cancels.
+            closing = asyncio.get_running_loop().create_task(
+                link.close(), name=f"aiohttp_spry close {link.label}"
+            )
+            self._closing_links.add(closing)
+            closing.add_done_callback(self._closing_links.discard)
             self._route(plain, positioned, first=True)
         if self._held or self._held_positioned:
             plain, positioned = list(self._held), list(self._held_positioned)

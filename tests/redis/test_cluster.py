@@ -11,22 +11,36 @@ master added to a running cluster, discovered without a restart.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from aiohttp_spry.pubsub.cluster import RedisClusterBroker
 from aiohttp_spry.pubsub.redis_names import ClusterNames
 from tests.e2e.helpers import ServerProcess
 from tests.support.clusterproc import ClusterNode, RedisClusterProcess, host_binds, key_slot
 from tests.support.polling import eventually
-from tests.support.procs import HOST
+from tests.support.procs import HOST, free_port
 
 from .backends import Cluster
 from .conftest import StartExample, new_cluster
-from .helpers import CHANNEL_PREFIX, LOST, RECONNECTED, Member, wait_numsub, warning_lines
+from .helpers import (
+    CHANNEL_PREFIX,
+    IO_TIMEOUT,
+    LOST,
+    RECONNECTED,
+    Member,
+    Peer,
+    pubsub_app,
+    wait_numsub,
+    warning_lines,
+    ws_url,
+)
 
 NAMES = ClusterNames(CHANNEL_PREFIX.encode())
 INTERVAL = 0.02  # one message every 20 ms
@@ -221,6 +235,11 @@ async def test_a_shard_that_restarts_resumes_by_itself_and_the_others_never_stop
     )
     await eventually(lambda: len(numbers(b_up, "a1")) >= stream.sent, what="the rest")
     assert numbers(b_up, "a1") == list(range(stream.sent))
+    # Joining a room of the shard that is down: 1013 (try again later), nothing hangs.
+    refused = await http.ws_connect(f"http://{HOST}:{proc_a.port}/rooms/{room_down}?name=late")
+    first = await refused.receive(timeout=IO_TIMEOUT)
+    assert (first.type, first.data) == (aiohttp.WSMsgType.CLOSE, 1013), first
+    await refused.close()
 
     await asyncio.to_thread(cluster.restart, down)  # empty: its history is gone
     for proc in (proc_a, proc_b):
@@ -280,3 +299,29 @@ async def test_a_master_added_to_the_running_cluster_is_found_without_a_restart(
     await eventually(lambda: len(numbers(receiver, "a1")) >= stream.sent, what="all of them")
     await asyncio.sleep(0.3)
     assert numbers(receiver, "a1") == list(range(stream.sent))
+
+
+async def test_a_cluster_unreachable_at_start_logs_once_and_local_delivery_goes_on(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No cluster at all: the app starts, its sessions talk locally, one WARNING says so,
+    and messages for other processes wait (bounded) and are counted at close."""
+    app = pubsub_app(RedisClusterBroker(f"redis+cluster://{HOST}:{free_port()}"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    try:
+        sender = await Peer.connect(http, ws_url(port, "t"), "sender")
+        receiver = await Peer.connect(http, ws_url(port, "t"), "receiver")
+        await sender.send_command(topic="t", data="local")
+        await receiver.wait_count(1)
+        assert receiver.data == ["local"]
+        await sender.close()
+        await receiver.close()
+    finally:
+        await runner.cleanup()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "cannot reach" in w]) == 1, warnings
+    assert any("1 message(s) that never had a shard" in w for w in warnings), warnings
