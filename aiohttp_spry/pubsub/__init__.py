@@ -42,24 +42,20 @@ def broker_from_url(url: str | None) -> Broker:
     if not url:
         return MemoryBroker()
     scheme = url.partition("://")[0].lower()
-    if scheme in _CLUSTER_SCHEMES:
+    if scheme in _CLUSTER_SCHEMES or scheme in _REDIS_SCHEMES:
         try:
-            from .cluster import RedisClusterBroker
-        except ImportError as missing:
-            raise ModuleNotFoundError(
-                f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]' "
-                "(the extra) or pip install 'redis>=5.0.1'"
-            ) from missing
-        return RedisClusterBroker(url)
-    if scheme in _REDIS_SCHEMES:
-        try:
+            if scheme in _CLUSTER_SCHEMES:
+                from .cluster import RedisClusterBroker
+
+                return RedisClusterBroker(url)
             from .redis import RedisBroker
+
+            return RedisBroker(url)
         except ImportError as missing:
             raise ModuleNotFoundError(
                 f"a {scheme}:// broker URL needs redis-py: pip install 'aiohttp_spry[redis]' "
                 "(the extra) or pip install 'redis>=5.0.1'"
             ) from missing
-        return RedisBroker(url)
     raise ValueError(
         f"unknown broker URL scheme {scheme!r} in {url!r}: use redis://host:port/db, "
         "rediss:// or unix://, redis+cluster://host:port for a Redis Cluster, or nothing "
