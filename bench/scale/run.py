@@ -39,7 +39,7 @@ from bench import harness
 from bench.harness import Option
 from bench.report import with_section
 from bench.scale import render
-from bench.system import Proc, versions
+from bench.system import Proc, process_cpu, versions
 from tests.support.procs import REPO_ROOT, stop_process, subprocess_env
 from tests.support.redisproc import RedisProcess, redis_server_path
 
@@ -375,8 +375,10 @@ class Scale(harness.Harness):
             self.wait_quiet()
             self.log(f"part B: {label} broker, {self.config.processes} processes")
             try:
-                with broker(label, url) as found:
-                    legs.append({"broker": label, "url": found, **self.many_topics(found, label)})
+                with broker(label, url) as (found, pids):
+                    legs.append(
+                        {"broker": label, "url": found, **self.many_topics(found, label, pids)}
+                    )
             except BrokerMissing as missing:
                 self.log(f"  ERROR: {label} broker: {missing}")
                 self.problems.append(f"throughput, {label}: not measured: {missing}")
@@ -385,7 +387,7 @@ class Scale(harness.Harness):
                 self.problems.append(f"throughput, {label}: {error}")
         return legs
 
-    def many_topics(self, url: str, label: str) -> dict[str, Any]:
+    def many_topics(self, url: str, label: str, broker_pids: list[int]) -> dict[str, Any]:
         c = self.config
         with contextlib.ExitStack() as stack:
             servers = [
@@ -428,8 +430,12 @@ class Scale(harness.Harness):
             for client in clients:
                 client.ask("mark")
             cpu0 = [s.cpu() for s in servers]
+            broker0 = [process_cpu(pid) for pid in broker_pids]
             answers = load(c.seconds)
             cpu = [s.cpu() - before for s, before in zip(servers, cpu0, strict=True)]
+            broker_cpu = [
+                process_cpu(pid) - before for pid, before in zip(broker_pids, broker0, strict=True)
+            ]
             time.sleep(c.settle)  # the last messages through the broker
             got = [client.collect() for client in clients]
         published = sum(a["published"] for a in answers)
@@ -460,6 +466,8 @@ class Scale(harness.Harness):
             "deliveries_per_s": delivered / seconds,
             "published_per_s": published / seconds,
             "server_cpu": cpu,
+            # CPU seconds of each redis-server (one node, or each shard) over the run.
+            "broker_cpu": broker_cpu,
             "latency_ms": {
                 "all": percentiles(local + remote),
                 "local": percentiles(local),
@@ -479,10 +487,11 @@ class BrokerMissing(RuntimeError):
 
 
 @contextlib.contextmanager
-def broker(label: str, url: str | None) -> Iterator[str]:
-    """The broker URL of one part B leg, its server started (and stopped by PID) here."""
+def broker(label: str, url: str | None) -> Iterator[tuple[str, list[int]]]:
+    """The broker URL of one part B leg and the PIDs of its ``redis-server`` processes
+    (none for a given URL), started (and stopped by PID) here."""
     if url is not None:
-        yield url
+        yield url, []
         return
     if label == "redis":
         path = redis_server_path()
@@ -493,19 +502,19 @@ def broker(label: str, url: str | None) -> Iterator[str]:
         assert redis.proc is not None
         os.sched_setaffinity(redis.proc.pid, ALL_CPUS)
         try:
-            yield redis.url
+            yield redis.url, [redis.proc.pid]
         finally:
             redis.cleanup()
         return
     if label == "cluster":
-        with cluster() as url:
-            yield url
+        with cluster() as found:
+            yield found
         return
     raise BrokerMissing(f"unknown broker {label!r} (redis, cluster)")
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[str]:
+def cluster() -> Iterator[tuple[str, list[int]]]:
     """A 3-master Redis Cluster (``tests.support.clusterproc``), each master on a loopback
     address of its own, and its ``redis+cluster://`` URL; stopped by PID afterwards.
 
@@ -528,7 +537,7 @@ def cluster() -> Iterator[str]:
         for node in nodes.nodes:
             if node.process.proc is not None:
                 os.sched_setaffinity(node.process.proc.pid, ALL_CPUS)
-        yield nodes.url
+        yield nodes.url, [n.process.proc.pid for n in nodes.nodes if n.process.proc is not None]
     finally:
         nodes.cleanup()
 
