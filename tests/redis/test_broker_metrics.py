@@ -1,5 +1,6 @@
 """The broker figures with a real Redis: ``aiohttp_spry_broker_connected`` and
-``aiohttp_spry_broker_outages_total`` follow a kill and a restart."""
+``aiohttp_spry_broker_outages_total`` follow a kill and a restart (of the one node,
+or of one shard of a cluster: the cluster is then not fully connected)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,17 @@ from prometheus_client import CollectorRegistry
 
 from aiohttp_spry import Spry
 from aiohttp_spry.metrics import enable_metrics
-from aiohttp_spry.pubsub.redis import RedisBroker
 from tests.support.polling import eventually
-from tests.support.redisproc import RedisProcess
 
+from .backends import PREFIX, Backend
 from .conftest import ServeApp
 
 RESUME_TIMEOUT = 15.0
 
 
-async def test_broker_figures_follow_a_redis_outage(
-    redis_server: RedisProcess, serve_app: ServeApp
-) -> None:
+async def test_broker_figures_follow_a_redis_outage(backend: Backend, serve_app: ServeApp) -> None:
     app = web.Application()
-    Spry(app, broker=RedisBroker(redis_server.url))
+    Spry(app, broker=backend.broker())
     registry = CollectorRegistry()
     enable_metrics(app, registry=registry)
     await serve_app(app)
@@ -34,7 +32,7 @@ async def test_broker_figures_follow_a_redis_outage(
     await eventually(lambda: figure("aiohttp_spry_broker_connected") == 1, what="connected")
     assert figure("aiohttp_spry_broker_outages_total") == 0
 
-    redis_server.kill()
+    backend.kill(f"{PREFIX}metrics")
     await eventually(
         lambda: figure("aiohttp_spry_broker_connected") == 0, what="disconnected figure"
     )
@@ -42,7 +40,7 @@ async def test_broker_figures_follow_a_redis_outage(
     await asyncio.sleep(0.3)  # reconnect attempts fail meanwhile: still one outage
     assert figure("aiohttp_spry_broker_outages_total") == 1
 
-    await asyncio.to_thread(redis_server.start)
+    await asyncio.to_thread(backend.restart)
     await eventually(
         lambda: figure("aiohttp_spry_broker_connected") == 1,
         timeout=RESUME_TIMEOUT,
