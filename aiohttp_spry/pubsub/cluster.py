@@ -74,7 +74,9 @@ class RedisClusterBroker(RedisBrokerBase):
             triggers one.
 
     The other options are those of :class:`~.redis.RedisBroker`, per shard:
-    ``max_pending`` and ``max_connections`` bound each shard's queue and pool.
+    ``max_pending`` bounds each shard's queue, ``max_connections`` each shard's pool
+    of its subscriber and publisher, and apart the one-off commands (history reads,
+    presence) running at once, which wait for a free one.
 
     Raises:
         ValueError: not a ``redis+cluster://`` URL with a host and a port, or a
@@ -137,6 +139,9 @@ class RedisClusterBroker(RedisBrokerBase):
         self._past_outages = 0  # of shards that left the cluster
         self._topology_known = asyncio.Event()
         self._closing_links: set[asyncio.Task[None]] = set()
+        # redis-py's cluster pools refuse a command past max_connections per node
+        # (they do not wait): one-off commands (history reads, presence) wait here.
+        self._command_slots = asyncio.Semaphore(self.max_connections)
         names = self._names
         assert isinstance(names, ClusterNames)
         self._cluster_names = names
@@ -182,6 +187,7 @@ class RedisClusterBroker(RedisBrokerBase):
             ssl=self._node_scheme == "rediss",
             socket_connect_timeout=self.connect_timeout,
             require_full_coverage=False,
+            max_connections=self.max_connections,
         )
         self._history.bind(cluster)
         self._presence.bind(cluster)

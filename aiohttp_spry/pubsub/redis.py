@@ -140,6 +140,11 @@ class RedisBrokerBase(Broker):
         self._presence = RedisPresence(self._names, presence_ttl)
         self._routing = False  # whether received messages may be positioned or presence
         self._closing = False
+        # How many one-off commands may run at once: the single node's bounded,
+        # blocking pool already makes them wait; a cluster client's pool would refuse.
+        self._command_slots: contextlib.AbstractAsyncContextManager[object] = (
+            contextlib.nullcontext()
+        )
         self._init_links()
 
     def __repr__(self) -> str:
@@ -317,21 +322,26 @@ class RedisBrokerBase(Broker):
     async def read_history(
         self, topic: str, since: Position | None, policy: HistoryPolicy
     ) -> HistoryRead:
-        return await self._history.read(self._command_client(), topic, since, policy)
+        async with self._command_slots:
+            return await self._history.read(self._command_client(), topic, since, policy)
 
     # -- presence (:mod:`.redis_presence`) --------------------------------------------
 
     async def presence_join(self, topic: str, id: str, info: Mapping[str, Any]) -> None:
-        await self._presence.join(self._reachable(topic), topic, id, info)
+        async with self._command_slots:
+            await self._presence.join(self._reachable(topic), topic, id, info)
 
     async def presence_leave(self, topic: str, id: str) -> None:
-        await self._presence.leave(self._reachable(topic), topic, id)
+        async with self._command_slots:
+            await self._presence.leave(self._reachable(topic), topic, id)
 
     async def presence(self, topic: str) -> dict[str, Mapping[str, Any]]:
-        return await self._presence.members(self._command_client(), topic)
+        async with self._command_slots:
+            return await self._presence.members(self._command_client(), topic)
 
     async def presence_count(self, topic: str) -> int:
-        return await self._presence.count(self._command_client(), topic)
+        async with self._command_slots:
+            return await self._presence.count(self._command_client(), topic)
 
     async def watch_presence(self, topic: str) -> None:
         self._presence.watched.add(topic)
@@ -353,7 +363,8 @@ class RedisBrokerBase(Broker):
                 if client is None:
                     continue
                 try:
-                    await presence.refresh(client, topic)
+                    async with self._command_slots:
+                        await presence.refresh(client, topic)
                 except asyncio.CancelledError:
                     raise
                 except _LOST as error:

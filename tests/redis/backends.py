@@ -49,6 +49,9 @@ class Backend(Protocol):
     def broker(self, **options: Any) -> Broker:
         """A broker for it, with ``options`` (``channel_prefix=...``)."""
 
+    def client_connections(self) -> int:
+        """Client connections (``CLIENT LIST``) on the node that has the most."""
+
 
 class SingleNode:
     """One ``redis-server``: everything travels through it."""
@@ -81,6 +84,9 @@ class SingleNode:
     def broker(self, **options: Any) -> Broker:
         return RedisBroker(self.url, **options)
 
+    def client_connections(self) -> int:
+        return self.redis.command("CLIENT", "LIST").count(b"\n")
+
     def restart(self) -> None:
         self.redis.start()
 
@@ -100,6 +106,14 @@ class Cluster:
 
     def broker(self, **options: Any) -> Broker:
         return RedisClusterBroker(self.url, **options)
+
+    def client_connections(self) -> int:
+        counts = []
+        for node in self.cluster.nodes:
+            reply = self.cluster.call(node, "CLIENT", "LIST")
+            assert isinstance(reply, bytes), reply
+            counts.append(reply.count(b"\n"))
+        return max(counts)
 
     @staticmethod
     def shard_channel(channel: str) -> bytes:
