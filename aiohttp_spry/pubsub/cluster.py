@@ -40,6 +40,7 @@ from typing import Final
 
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from yarl import URL
 
 from ..log import pubsub_logger as logger
@@ -142,6 +143,8 @@ class RedisClusterBroker(RedisBrokerBase):
         # redis-py's cluster pools refuse a command past max_connections per node
         # (they do not wait): one-off commands (history reads, presence) wait here.
         self._command_slots = asyncio.Semaphore(self.max_connections)
+        self._client_init = asyncio.Lock()
+        self._client_ready = False
         names = self._names
         assert isinstance(names, ClusterNames)
         self._cluster_names = names
@@ -191,6 +194,8 @@ class RedisClusterBroker(RedisBrokerBase):
         )
         self._history.bind(cluster)
         self._presence.bind(cluster)
+        with contextlib.suppress(*LOST, RedisClusterException, asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready_client(), self.connect_timeout)
         loop = asyncio.get_running_loop()
         self._start_tasks()
         self._tasks.append(
@@ -200,6 +205,27 @@ class RedisClusterBroker(RedisBrokerBase):
         # wait a moment for the topology so the first subscriptions go out at once.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._topology_known.wait(), self.connect_timeout)
+
+    async def _ready_client(self) -> Commands:
+        """The cluster client, initialised once, before any command: left to redis-py,
+        the first commands of a burst race to initialise it and break the connections
+        it is opening.
+
+        Raises:
+            ConnectionError: not started; or what initialising raised (the cluster
+                is unreachable).
+        """
+        client = self._command_client()
+        if not self._client_ready:
+            async with self._client_init:
+                if not self._client_ready:
+                    assert isinstance(client, RedisCluster)
+                    await client.initialize()
+                    self._client_ready = True
+        return client
+
+    def _reachable(self, topic: str) -> Commands | None:
+        return super()._reachable(topic) if self._client_ready else None
 
     async def _close_client(self) -> None:
         if self._closing_links:
@@ -344,6 +370,9 @@ class RedisClusterBroker(RedisBrokerBase):
             except Exception:
                 logger.exception("Redis cluster broker could not read the topology")
                 known = False
+            if known and not self._client_ready:
+                with contextlib.suppress(*LOST, RedisClusterException):
+                    await self._ready_client()
             if known:
                 attempt = 0
                 if warned:

@@ -319,11 +319,15 @@ class RedisBrokerBase(Broker):
             raise ConnectionError(f"{self!r} is not started")
         return self._client
 
+    async def _ready_client(self) -> Commands:
+        """The client of one-off commands, ready for them."""
+        return self._command_client()
+
     async def read_history(
         self, topic: str, since: Position | None, policy: HistoryPolicy
     ) -> HistoryRead:
         async with self._command_slots:
-            return await self._history.read(self._command_client(), topic, since, policy)
+            return await self._history.read(await self._ready_client(), topic, since, policy)
 
     # -- presence (:mod:`.redis_presence`) --------------------------------------------
 
@@ -337,11 +341,11 @@ class RedisBrokerBase(Broker):
 
     async def presence(self, topic: str) -> dict[str, Mapping[str, Any]]:
         async with self._command_slots:
-            return await self._presence.members(self._command_client(), topic)
+            return await self._presence.members(await self._ready_client(), topic)
 
     async def presence_count(self, topic: str) -> int:
         async with self._command_slots:
-            return await self._presence.count(self._command_client(), topic)
+            return await self._presence.count(await self._ready_client(), topic)
 
     async def watch_presence(self, topic: str) -> None:
         self._presence.watched.add(topic)
