@@ -20,8 +20,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from aiohttp_spry import Spry
 from aiohttp_spry.pubsub.cluster import RedisClusterBroker
-from aiohttp_spry.pubsub.redis_names import ClusterNames
+from aiohttp_spry.pubsub.redis import RedisBroker
+from aiohttp_spry.pubsub.redis_names import ClusterNames, RedisNames
 from tests.e2e.helpers import ServerProcess
 from tests.support.clusterproc import ClusterNode, RedisClusterProcess, host_binds, key_slot
 from tests.support.polling import eventually
@@ -325,3 +327,29 @@ async def test_a_cluster_unreachable_at_start_logs_once_and_local_delivery_goes_
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len([w for w in warnings if "cannot reach" in w]) == 1, warnings
     assert any("1 message(s) that never had a shard" in w for w in warnings), warnings
+
+
+async def test_the_single_node_broker_on_a_cluster_node_says_to_use_redis_cluster(
+    cluster: RedisClusterProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``redis://`` at a cluster node: a topic with history on another node's slot gets
+    ``MOVED``; its ack fails and one ERROR names ``redis+cluster://``, not a silent loss."""
+    first = cluster.nodes[0]
+    names = RedisNames(CHANNEL_PREFIX.encode())
+    topic = next(
+        f"h:{n}"
+        for n in range(1000)
+        if cluster.owner(key_slot(names.keys(f"h:{n}", b"meta")[0])) != first
+    )
+    app = web.Application()
+    spry = Spry(app, broker=RedisBroker(f"redis://{first.host}:{first.port}/0"))
+    spry.history("h:", size=10, ttl=60)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        with pytest.raises(ConnectionError, match=r"use redis\+cluster://"):
+            await asyncio.wait_for(spry.publish(app, topic, {"n": 1}, ack=True), IO_TIMEOUT)
+    finally:
+        await runner.cleanup()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("answered MOVED" in e and "redis+cluster://" in e for e in errors), errors
