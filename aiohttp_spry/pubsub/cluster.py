@@ -432,7 +432,8 @@ class RedisClusterBroker(RedisBrokerBase):
             held_positioned.append(positioned_item)
 
     async def _leave_all(self, client: Commands) -> None:
-        present = self._presence.present
-        for topic, members in list(present.items()):
+        # Topic by topic: those of a shard that is down expire there.
+        for topic, members in list(self._presence.present.items()):
+            reachable = self._reachable(topic)
             for id in list(members):
-                await self._presence.leave(client, topic, id)
+                await self._presence.leave(reachable, topic, id)

@@ -250,7 +250,7 @@ class RedisBrokerBase(Broker):
 
     async def close(self) -> None:
         client = self._client
-        if self._presence.present and client is not None and self.connected:
+        if self._presence.present and client is not None:
             with contextlib.suppress(*_LOST):
                 await asyncio.wait_for(self._leave_all(client), _CLOSE_WAIT)
         self._closing = True
@@ -477,6 +477,8 @@ class RedisBroker(RedisBrokerBase):
     async def _leave_all(self, client: Commands) -> None:
         """A clean shutdown: this process's sessions leave at once, not at expiry."""
         assert isinstance(client, Redis)
+        if not self.connected:
+            return  # they expire
         async with client.pipeline(transaction=False) as pipe:
             await self._presence.leave_all(pipe)
             await pipe.execute()
