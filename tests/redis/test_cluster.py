@@ -11,9 +11,10 @@ master added to a running cluster, discovered without a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -116,12 +117,13 @@ def numbers(member: Member, sender: str) -> list[int]:
     return [int(text) for text in member.texts_from(sender)]
 
 
-async def stream_until(
-    stream: Stream, condition: Callable[[], bool], what: Callable[[], str]
-) -> None:
+@contextlib.asynccontextmanager
+async def streaming(sender: Member) -> AsyncIterator[Stream]:
+    """``sender`` streams numbers for the length of the ``async with`` block."""
+    stream = Stream(sender)
     task = asyncio.get_running_loop().create_task(stream.run())
     try:
-        await eventually(condition, timeout=RESUME_TIMEOUT, what=what)
+        yield stream
     finally:
         stream.stopped = True
         await task
@@ -145,9 +147,7 @@ async def test_a_slot_moved_while_messages_flow_loses_and_doubles_nothing(
     src = cluster.owner(room_slot(room))
     dst = next(node for node in cluster.nodes if node != src)
 
-    stream = Stream(sender)
-    task = asyncio.get_running_loop().create_task(stream.run())
-    try:
+    async with streaming(sender) as stream:
         await eventually(lambda: len(numbers(receiver, "a1")) >= 10, what="a warm-up")
         moved_at = stream.sent
         await asyncio.to_thread(cluster.migrate_slot, room_slot(room), dst)
@@ -156,9 +156,6 @@ async def test_a_slot_moved_while_messages_flow_loses_and_doubles_nothing(
             timeout=RESUME_TIMEOUT,
             what=lambda: f"messages after the move; b1 has {len(numbers(receiver, 'a1'))}",
         )
-    finally:
-        stream.stopped = True
-        await task
     await eventually(
         lambda: len(numbers(receiver, "a1")) >= stream.sent,
         timeout=RESUME_TIMEOUT,
@@ -229,12 +226,12 @@ async def test_a_shard_that_restarts_resumes_by_itself_and_the_others_never_stop
         what="a 'lost' WARNING from both",
     )
     # The other shards' topics never stop: a stream on `up` while `down` is down.
-    stream = Stream(a_up)
-    await stream_until(
-        stream,
-        lambda: len(numbers(b_up, "a1")) >= 30,
-        what=lambda: f"b1 receiving on {room_up} during the outage: {numbers(b_up, 'a1')}",
-    )
+    async with streaming(a_up) as stream:
+        await eventually(
+            lambda: len(numbers(b_up, "a1")) >= 30,
+            timeout=RESUME_TIMEOUT,
+            what=lambda: f"b1 receiving on {room_up} during the outage: {numbers(b_up, 'a1')}",
+        )
     await eventually(lambda: len(numbers(b_up, "a1")) >= stream.sent, what="the rest")
     assert numbers(b_up, "a1") == list(range(stream.sent))
     # Joining a room of the shard that is down: 1013 (try again later), nothing hangs.
@@ -276,9 +273,7 @@ async def test_a_master_added_to_the_running_cluster_is_found_without_a_restart(
     await wait_numsub(backend, room_channel(room), 2)
     host = FOURTH_HOST if host_binds(FOURTH_HOST) else HOST
 
-    stream = Stream(sender)
-    task = asyncio.get_running_loop().create_task(stream.run())
-    try:
+    async with streaming(sender) as stream:
         await eventually(lambda: len(numbers(receiver, "a1")) >= 10, what="a warm-up")
         new = await asyncio.to_thread(cluster.add_master, host, [room_slot(room)])
         # Subscriptions follow the slot to the new master (the old owner dropped
@@ -295,9 +290,6 @@ async def test_a_master_added_to_the_running_cluster_is_found_without_a_restart(
             timeout=RESUME_TIMEOUT,
             what="messages through the new master",
         )
-    finally:
-        stream.stopped = True
-        await task
     await eventually(lambda: len(numbers(receiver, "a1")) >= stream.sent, what="all of them")
     await asyncio.sleep(0.3)
     assert numbers(receiver, "a1") == list(range(stream.sent))
