@@ -32,6 +32,7 @@ semantics, as written in the README and tested against a real ``redis-server``:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import secrets
@@ -180,14 +181,17 @@ class RedisBrokerBase(Broker):
         client.auto_close_connection_pool = True  # as Redis.from_pool does
         return client
 
+    @abc.abstractmethod
     def _init_links(self) -> None:
         """Make the node links known before start (at the end of ``__init__``)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _links(self) -> Iterable[NodeLink]:
         """Every node link."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _link_for(self, channel: bytes) -> NodeLink | None:
         """The link of the node that carries ``channel`` (``None``: not known yet)."""
         raise NotImplementedError
@@ -199,18 +203,22 @@ class RedisBrokerBase(Broker):
             return None
         return self._client
 
+    @abc.abstractmethod
     async def _leave_all(self, client: Commands) -> None:
         """A clean shutdown: this process's sessions leave at once, not at expiry."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _hold(self, plain: list[Pending], positioned: list[Positioned]) -> None:
         """Messages with no node to go to yet (a cluster whose topology is unknown)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def moved(self, link: NodeLink) -> None:
         """See :meth:`.redis_link.LinkOwner.moved`."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def reroute(
         self, link: NodeLink, plain: list[Pending], positioned: list[Positioned]
     ) -> None:
@@ -309,9 +317,9 @@ class RedisBrokerBase(Broker):
         link = self._link_for(self._names.channel(topic))
         if link is not None:
             return link.publish_positioned(topic, message, msgid, policy, ack=ack)
-        future, _ = self._history.enqueue(topic, message, msgid, policy, ack)
-        self._hold([], list(self._history.queue))
-        self._history.queue.clear()
+        # No shard known for it yet (a cluster whose slot map is not read yet).
+        future = asyncio.get_running_loop().create_future() if ack else None
+        self._hold([], [Positioned(topic, message, msgid, policy, future)])
         return future
 
     def _command_client(self) -> Commands:

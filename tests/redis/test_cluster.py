@@ -345,3 +345,25 @@ async def test_the_single_node_broker_on_a_cluster_node_says_to_use_redis_cluste
         await runner.cleanup()
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("answered MOVED" in e and "redis+cluster://" in e for e in errors), errors
+
+
+async def test_a_message_with_history_held_for_want_of_a_cluster_fails_its_ack_at_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Published (with ``ack``) while no shard is known: it waits; closing the app
+    first fails the ack with the reason and counts it in a WARNING, never silently."""
+    app = web.Application()
+    spry = Spry(app, broker=RedisClusterBroker(f"redis+cluster://{HOST}:{free_port()}"))
+    spry.history("h:", size=10, ttl=60)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        ack = asyncio.ensure_future(spry.publish(app, "h:held", {"n": 1}, ack=True))
+        await asyncio.sleep(0.2)
+        assert not ack.done(), "the ack must wait for a shard"
+    finally:
+        await runner.cleanup()
+    with pytest.raises(ConnectionError, match="closed before a shard had it"):
+        await asyncio.wait_for(ack, IO_TIMEOUT)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("1 message(s) that never had a shard" in w for w in warnings), warnings
