@@ -1,10 +1,10 @@
 """The Redis side of presence: a sorted set scored by expiry plus a hash per topic.
 
-Owned by :class:`~aiohttp_spry.pubsub.redis.RedisBroker`, which owns the
+Owned by a Redis broker (:mod:`.redis`, :mod:`.cluster`), which owns the
 connections and passes its client in. This process's present sessions are
 kept here too, so the broker's refresh task can re-announce them every
 ``refresh`` seconds (and re-add them after Redis lost them); events travel on
-each topic's presence channel ``<prefix>\\x00p\\x00<topic>``.
+each topic's presence channel (:meth:`.redis_names.RedisNames.presence_channel`).
 """
 
 from __future__ import annotations
