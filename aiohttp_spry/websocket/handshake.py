@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from inspect import CO_COROUTINE
 from types import FunctionType
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, NoReturn, final
 
 from aiohttp import web
 
@@ -131,73 +131,83 @@ class EventWebSocket:
                 f"event.ws.upgrade() was already called for {describe_request(request)}; "
                 "call it once and return its result"
             )
-        _check_session_handler(session)
-        if protocol is not None and protocols is not None:
-            raise ValueError("pass either protocol= or protocols=, not both")
-        if protocol is not None:
-            offered_by_server: tuple[str, ...] = (check_protocol_name(protocol),)
-        elif protocols is not None:
-            if isinstance(protocols, str):
-                raise TypeError(
-                    f"protocols= takes a list of names, got the str {protocols!r}; "
-                    "for one name write protocol=..."
-                )
-            offered_by_server = tuple(check_protocol_name(name) for name in protocols)
+        # The common case (an ``async def``) in one flag test, not inspect's walk.
+        if type(session) is not FunctionType or not session.__code__.co_flags & CO_COROUTINE:
+            _check_session_handler(session)
+        if protocol is None and protocols is None:
+            offered_by_server: tuple[str, ...] = ()
         else:
-            offered_by_server = ()
+            offered_by_server = _server_protocols(protocol, protocols)
         settings = self._settings.evolve_from(**websocket) if websocket else self._settings
-
+        headers = request.headers
         try:
-            if request.method != "GET":
-                self._refuse(f"method {request.method} cannot upgrade, only GET", offered_by_server)
-                raise HTTPError(
-                    405,
-                    body=f"WebSocket upgrades need GET, not {request.method}.",
-                    headers={"Allow": "GET"},
-                )
-            if not self.is_supported:
-                self._refuse("the connection is gone", offered_by_server)
-                raise HTTPError(501, body="WebSocket is not supported on this connection.")
-            if not self.is_upgrade_request:
-                # Not a handshake attempt at all (often a browser or curl): INFO, not WARNING.
-                logger.info(
-                    "WebSocket upgrade refused, not a handshake (426): %s",
-                    describe_request(request),
-                )
-                raise HTTPError(
-                    426,
-                    body="Upgrade Required",
-                    headers={"Upgrade": "websocket", "Connection": "Upgrade"},
-                )
-            version = request.headers.get("Sec-WebSocket-Version", "")
-            if version != _VERSION:
-                self._refuse(f"unsupported Sec-WebSocket-Version {version!r}", offered_by_server)
-                raise HTTPError(
-                    400,
-                    body=f"Unsupported WebSocket version {version!r}; this server speaks 13.",
-                    headers={"Sec-WebSocket-Version": _VERSION},
-                )
-            self._check_origin(settings.allowed_origins)
-            self._negotiate(offered_by_server, strict=settings.strict_protocols)
-            self._upgraded = True
-            return UpgradeResponse(session, request, settings, offered_by_server)
+            # Every check of a handshake that passes them all, in one test (this
+            # runs once per session); _refuse() finds the one that failed.
+            if (
+                request.method != "GET"
+                or request.transport is None
+                or not is_upgrade_request(request.version, headers)
+                or headers.get("Sec-WebSocket-Version") != _VERSION
+            ):
+                self._refuse(offered_by_server)
+            origin = headers.get("Origin")
+            if origin is not None and "*" not in settings.allowed_origins:
+                self._check_origin(origin, settings.allowed_origins)
+            if offered_by_server or "Sec-WebSocket-Protocol" in headers:
+                self._negotiate(offered_by_server, strict=settings.strict_protocols)
         except HTTPError as refusal:
             # Only a refusal pays for the lookup: metrics off, no counters on the app.
             counters = request.app.get(SESSION_COUNTERS_KEY)
             if counters is not None:
                 counters.refuse(refusal.status)
             raise
+        self._upgraded = True
+        return UpgradeResponse(session, request, settings, offered_by_server)
 
-    def _check_origin(self, allowed: tuple[str, ...]) -> None:
+    def _refuse(self, offered_by_server: tuple[str, ...]) -> NoReturn:
+        """Refuse a request that is no acceptable handshake, in Spry's order of checks.
+
+        Raises:
+            HTTPError: 405, 501, 426 or 400, whichever check fails first.
+        """
+        request = self._request
+        if request.method != "GET":
+            why = f"method {request.method} cannot upgrade, only GET"
+            log_refusal(why, request, offered_by_server)
+            raise HTTPError(
+                405,
+                body=f"WebSocket upgrades need GET, not {request.method}.",
+                headers={"Allow": "GET"},
+            )
+        if not self.is_supported:
+            log_refusal("the connection is gone", request, offered_by_server)
+            raise HTTPError(501, body="WebSocket is not supported on this connection.")
+        if not self.is_upgrade_request:
+            # Not a handshake attempt at all (often a browser or curl): INFO, not WARNING.
+            logger.info(
+                "WebSocket upgrade refused, not a handshake (426): %s",
+                describe_request(request),
+            )
+            raise HTTPError(
+                426,
+                body="Upgrade Required",
+                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+            )
+        version = request.headers.get("Sec-WebSocket-Version", "")
+        log_refusal(f"unsupported Sec-WebSocket-Version {version!r}", request, offered_by_server)
+        raise HTTPError(
+            400,
+            body=f"Unsupported WebSocket version {version!r}; this server speaks 13.",
+            headers={"Sec-WebSocket-Version": _VERSION},
+        )
+
+    def _check_origin(self, origin: str, allowed: tuple[str, ...]) -> None:
         """Refuse a browser page from another origin (cross-site WebSocket hijacking).
 
         Raises:
             HTTPError: 403 naming the refused origin.
         """
         request = self._request
-        origin = request.headers.get("Origin")
-        if origin is None or "*" in allowed:
-            return
         try:
             normalized = normalize_origin(origin)
         except ValueError:
@@ -224,15 +234,14 @@ class EventWebSocket:
         aiohttp makes the actual choice from the same lists; this only decides
         whether the outcome is worth a warning or a refusal.
         """
-        if not offered_by_server and "Sec-WebSocket-Protocol" not in self._request.headers:
-            return  # the common case: nothing to negotiate
         offered_by_client = self.requested_protocols
         if any(name in offered_by_server for name in offered_by_client):
             return
         if not offered_by_server and not offered_by_client:
             return
         if strict and offered_by_server:
-            self._refuse("no common subprotocol (strict_protocols)", offered_by_server)
+            why = "no common subprotocol (strict_protocols)"
+            log_refusal(why, self._request, offered_by_server)
             raise HTTPError(
                 400,
                 body={
@@ -257,9 +266,6 @@ class EventWebSocket:
                 list(offered_by_server),
             )
 
-    def _refuse(self, why: str, offered_by_server: tuple[str, ...]) -> None:
-        log_refusal(why, self._request, offered_by_server)
-
 
 def log_refusal(why: str, request: web.BaseRequest, offered_by_server: Iterable[str]) -> None:
     """The WARNING for a refused handshake: why, the request, and both protocol lists."""
@@ -273,10 +279,26 @@ def log_refusal(why: str, request: web.BaseRequest, offered_by_server: Iterable[
     )
 
 
+def _server_protocols(protocol: str | None, protocols: Iterable[str] | None) -> tuple[str, ...]:
+    """The subprotocols a route speaks, from ``upgrade()``'s ``protocol=`` or ``protocols=``.
+
+    Raises:
+        TypeError, ValueError: as :meth:`EventWebSocket.upgrade` says.
+    """
+    if protocol is not None and protocols is not None:
+        raise ValueError("pass either protocol= or protocols=, not both")
+    if protocol is not None:
+        return (check_protocol_name(protocol),)
+    assert protocols is not None
+    if isinstance(protocols, str):
+        raise TypeError(
+            f"protocols= takes a list of names, got the str {protocols!r}; "
+            "for one name write protocol=..."
+        )
+    return tuple(check_protocol_name(name) for name in protocols)
+
+
 def _check_session_handler(session: object) -> None:
-    # The common case first (an ``async def``): one flag test, not inspect's walk.
-    if type(session) is FunctionType and session.__code__.co_flags & CO_COROUTINE:
-        return
     if inspect.iscoroutinefunction(session) or inspect.iscoroutinefunction(
         getattr(session, "__call__", None)  # noqa: B004 - async callable objects
     ):
