@@ -14,7 +14,6 @@ the check's own cost per ``feed_data()`` call, in front of aiohttp's real reader
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import statistics
@@ -25,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from bench import client
 from bench.client import Payload
@@ -40,11 +41,11 @@ def serve(check: str, port: int) -> None:
     if check == "off":
         from aiohttp_spry.websocket import session
 
-        def no_check(request: object, response: object) -> contextlib.nullcontext[None]:
-            return contextlib.nullcontext()
+        async def no_check(request: web.Request, response: web.WebSocketResponse) -> None:
+            await response.prepare(request)
 
         # Only in this benchmark's own server process: the same server, no check.
-        setattr(session, "require_masked_frames", no_check)  # noqa: B010
+        setattr(session, "prepare_checked", no_check)  # noqa: B010
     from bench.servers.common import run_aiohttp
     from bench.servers.spry_aiohttp import make_app
 

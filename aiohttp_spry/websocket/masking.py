@@ -29,8 +29,8 @@ after an empty first fragment).
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from types import TracebackType
 from typing import Any, Final, Protocol
 
 from aiohttp import WebSocketError, WSCloseCode, web
@@ -101,82 +101,72 @@ def warn_if_unavailable() -> bool:
     return False
 
 
-def require_masked_frames(request: web.Request, response: web.WebSocketResponse) -> _Handover:
-    """Check every client frame of this connection; wrap ``response.prepare()`` in it::
+async def prepare_checked(
+    request: web.Request, response: web.WebSocketResponse, transport: asyncio.Transport
+) -> None:
+    """``await response.prepare(request)``, then check every client frame of the connection.
 
-        with require_masked_frames(request, response):
-            await response.prepare(request)
-
-    It has to surround ``prepare()``: aiohttp parses the bytes that followed the
-    handshake inside ``prepare()``. From entry to exit the connection is not
-    read (nothing is lost; the kernel buffers it). If ``prepare()`` raises,
-    the connection is left as it was. Where aiohttp's internals are not as
-    expected this does nothing (:func:`warn_if_unavailable` says so at startup).
+    aiohttp parses the bytes that followed the handshake inside ``prepare()``,
+    so they are taken out before it and fed through the check after it. While
+    ``prepare()`` runs the connection is not read (nothing is lost; the kernel
+    buffers it). If ``prepare()`` raises, the connection is left as it was.
+    Where aiohttp's internals are not as expected this is ``prepare()`` alone
+    (:func:`warn_if_unavailable` says so at startup). ``transport`` is
+    ``request.transport``, which the caller has checked is not ``None``.
     """
-    return _Handover(request, response)
+    protocol: Any = request.protocol
+    tail = getattr(protocol, _TAIL_ATTRIBUTE, None)
+    if (
+        getattr(protocol, _PARSER_ATTRIBUTE, True) is not None
+        or type(tail) is not bytes
+        or getattr(protocol, _UPGRADED_ATTRIBUTE, None) is not True
+    ):
+        await response.prepare(request)  # internals changed, or no upgrade to finish
+        return
+    setattr(protocol, _TAIL_ATTRIBUTE, b"")
+    # Then nothing may reach aiohttp's reader unchecked while prepare() runs.
+    # (Pausing costs two epoll calls, so only when needed.)
+    paused = _prepare_may_yield(request, transport)
+    if paused:
+        protocol.pause_reading()
+    try:
+        await response.prepare(request)
+    except BaseException:
+        _hand_back(protocol, tail, paused)
+        raise
+    parser: _Parser | None = getattr(protocol, _PARSER_ATTRIBUTE, None)
+    if parser is None:  # aiohttp did not switch over after all: as if prepare() had failed
+        _hand_back(protocol, tail, paused)
+        return
+    queue = getattr(response, _QUEUE_ATTRIBUTE, None)
+    if queue is not None:
+        parser = _FrameCheck(parser, queue)
+        setattr(protocol, _PARSER_ATTRIBUTE, parser)
+    # Resumed first so that aiohttp's flow control sees the tail's messages.
+    if paused:
+        protocol.resume_reading()
+    if tail and parser.feed_data(tail)[0]:
+        protocol.close()  # as aiohttp does when its reader fails
 
 
-class _Handover:
-    """Take the handshake's tail before ``prepare()``; install the check and feed it after."""
-
-    __slots__ = ("_active", "_paused", "_protocol", "_request", "_response", "_tail")
-
-    def __init__(self, request: web.Request, response: web.WebSocketResponse) -> None:
-        self._request = request
-        self._protocol: Any = request.protocol
-        self._response = response
-        self._tail = b""
-        self._active = False
-        self._paused = False
-
-    def __enter__(self) -> None:
-        protocol = self._protocol
-        tail = getattr(protocol, _TAIL_ATTRIBUTE, None)
-        if (
-            getattr(protocol, _PARSER_ATTRIBUTE, True) is not None
-            or type(tail) is not bytes
-            or getattr(protocol, _UPGRADED_ATTRIBUTE, None) is not True
-            or not hasattr(self._response, _QUEUE_ATTRIBUTE)
-        ):
-            return  # internals changed, or no upgrade for prepare() to finish
-        self._tail = tail
-        setattr(protocol, _TAIL_ATTRIBUTE, b"")
-        self._active = True
-        if _prepare_may_yield(self._request):
-            # Then nothing may reach aiohttp's reader unchecked while prepare() runs.
-            # (Pausing costs two epoll calls, so only when needed.)
-            protocol.pause_reading()
-            self._paused = True
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if not self._active:
-            return
-        protocol = self._protocol
-        tail, self._tail = self._tail, b""
-        parser: _Parser | None = getattr(protocol, _PARSER_ATTRIBUTE, None)
-        if parser is None:
-            # prepare() refused the handshake: aiohttp reads the tail as HTTP, as without us.
-            setattr(protocol, _TAIL_ATTRIBUTE, tail + getattr(protocol, _TAIL_ATTRIBUTE))
-            if self._paused:
-                protocol.resume_reading()
-            return
-        queue = getattr(self._response, _QUEUE_ATTRIBUTE, None)
-        if exc_type is None and queue is not None:
-            parser = _FrameCheck(parser, queue)
-            setattr(protocol, _PARSER_ATTRIBUTE, parser)
-        # Resumed first so that aiohttp's flow control sees the tail's messages.
-        if self._paused:
+def _hand_back(protocol: Any, tail: bytes, paused: bool) -> None:
+    """``prepare()`` failed: the tail goes back where it was, to aiohttp's HTTP side or reader."""
+    parser: _Parser | None = getattr(protocol, _PARSER_ATTRIBUTE, None)
+    if parser is None:
+        # Refused before the switch: aiohttp reads the tail as HTTP, as without us.
+        setattr(protocol, _TAIL_ATTRIBUTE, tail + getattr(protocol, _TAIL_ATTRIBUTE))
+        if paused:
             protocol.resume_reading()
-        if tail and parser.feed_data(tail)[0]:
-            protocol.close()  # as aiohttp does when its reader fails
+        return
+    # Switched over, then failed (the peer left): its reader gets the tail, unchecked
+    # and never read by anyone, as without us.
+    if paused:
+        protocol.resume_reading()
+    if tail and parser.feed_data(tail)[0]:
+        protocol.close()
 
 
-def _prepare_may_yield(request: web.Request) -> bool:
+def _prepare_may_yield(request: web.Request, transport: asyncio.Transport) -> bool:
     """Whether ``WebSocketResponse.prepare()`` may let the event loop run (and so read).
 
     It awaits the ``on_response_prepare`` signals of the applications on the
@@ -185,8 +175,7 @@ def _prepare_may_yield(request: web.Request) -> bool:
     101 is ~150 bytes), it runs to its end without yielding, and no byte can
     arrive meanwhile. ``tests/test_masking.py`` checks that on this aiohttp.
     """
-    transport = request.transport
-    if transport is None or transport.get_write_buffer_size():
+    if transport.get_write_buffer_size():
         return True
     for app in request.match_info.apps:  # noqa: SIM110 - a loop: no generator per handshake
         if app.on_response_prepare:

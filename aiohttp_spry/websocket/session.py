@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, overload
 
 from aiohttp import WSMessage, WSMsgType, web
 
@@ -35,7 +35,7 @@ from ..pubsub.positions import Position, SubscribeResult, parse_position
 from ..pubsub.presence import PresenceFormat, default_presence_format
 from .counters import SessionCounters
 from .handshake import UpgradeResponse, log_refusal
-from .masking import require_masked_frames
+from .masking import prepare_checked
 from .messages import BinaryDataReceived, CloseReceived, TextDataReceived, WebSocketMessage
 from .rfc6455 import NEVER_ON_THE_WIRE, NO_STATUS_RECEIVED, CloseCode, close_reason, reply_code
 
@@ -65,13 +65,17 @@ class WebSocket:
 
     __slots__ = ("_done", "_high_water", "_id", "_registry", "_response", "_transport", "event")
 
-    def __init__(self, response: UpgradeResponse, event: Event, registry: SessionRegistry) -> None:
+    def __init__(
+        self,
+        response: UpgradeResponse,
+        event: Event,
+        registry: SessionRegistry,
+        transport: asyncio.Transport,
+    ) -> None:
         self._response = response
         self.event = event
         self._registry = registry
         self._done = False  # ws.events has ended
-        transport = event.request.transport
-        assert transport is not None, "a prepared WebSocket has a transport"
         self._transport = transport
         # Past the transport's high-water mark aiohttp waits for the peer to read.
         self._high_water = transport.get_write_buffer_limits()[1]
@@ -333,7 +337,7 @@ class WebSocket:
             return TextDataReceived(message.data)
         if kind is _BINARY:
             return BinaryDataReceived(message.data)
-        return await self._last_message(message)
+        return await self._last_message(kind, message)
 
     async def _receive_timed_out(self) -> WebSocketMessage:
         """No message for ``receive_timeout``: close with 1008 and end the iteration.
@@ -345,39 +349,32 @@ class WebSocket:
         await self._close_for_receive_timeout()
         raise StopAsyncIteration from None
 
-    async def _last_message(self, message: WSMessage) -> WebSocketMessage:
-        """What ends ``ws.events``: the peer's close frame (yielded), an error, or the end.
+    async def _last_message(self, kind: WSMsgType, message: WSMessage) -> WebSocketMessage:
+        """What ends ``ws.events``: the peer's close frame, an error, or the end.
+
+        The peer's close frame is answered with the same code, as RFC 6455
+        §5.5.1 suggests (1000 for a code that may not be sent), and yielded.
 
         Raises:
-            StopAsyncIteration: unless the peer sent a close frame to yield.
+            StopAsyncIteration: unless the peer sent a close frame to yield; a
+                code reserved for local use (1005, 1006, 1015; §7.4.1) is
+                closed with 1002 and logged.
         """
         self._done = True
-        kind = message.type
         if kind is _CLOSE:
-            return await self._answer_peer_close(message.data, message.extra)
-        if kind is _ERROR:
-            self._log_protocol_error(message.data)
-        # CLOSING / CLOSED: the server closed the session, or the peer vanished.
-        raise StopAsyncIteration
-
-    async def _answer_peer_close(self, code: int, reason: str | None) -> CloseReceived:
-        """Answer the peer's close frame with the same code, as RFC 6455 §5.5.1 suggests.
-
-        Raises:
-            StopAsyncIteration: the frame carried a code reserved for local use
-                (1005, 1006, 1015; RFC 6455 §7.4.1): closed with 1002 and logged.
-        """
-        if code in NEVER_ON_THE_WIRE:
+            code: int = message.data
+            if code not in NEVER_ON_THE_WIRE:
+                received = CloseReceived(code or NO_STATUS_RECEIVED, message.extra or "")
+                await self._response.close(code=reply_code(code), drain=False)
+                return received
             logger.warning(
                 "WebSocket peer sent the reserved close code %s, closing with 1002: %s", code, self
             )
             await self._response.close(code=CloseCode.PROTOCOL_ERROR, drain=False)
-            raise StopAsyncIteration
-        received = CloseReceived(code or NO_STATUS_RECEIVED, reason or "")
-        await self._response.close(code=reply_code(code), drain=False)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("WebSocket peer closed with %s %r: %s", code, received.reason, self)
-        return received
+        elif kind is _ERROR:
+            self._log_protocol_error(message.data)
+        # CLOSING / CLOSED: the server closed the session, or the peer vanished.
+        raise StopAsyncIteration
 
     async def _close_for_receive_timeout(self) -> None:
         logger.info(
@@ -424,9 +421,10 @@ class MeteredWebSocket(WebSocket):
         response: UpgradeResponse,
         event: Event,
         registry: SessionRegistry,
+        transport: asyncio.Transport,
         counters: SessionCounters,
     ) -> None:
-        super().__init__(response, event, registry)
+        super().__init__(response, event, registry, transport)
         self._counters = counters
 
     def send_text(self, text: str) -> Awaitable[None]:
@@ -453,7 +451,7 @@ class MeteredWebSocket(WebSocket):
         if kind is _BINARY:
             self._counters.received_binary += 1
             return BinaryDataReceived(message.data)
-        return await self._last_message(message)
+        return await self._last_message(kind, message)
 
 
 class SessionRegistry:
@@ -492,24 +490,13 @@ class SessionRegistry:
         """Count handshakes, closes and messages of the sessions opened from now on."""
         self._counters = counters
 
-    def open(self, response: UpgradeResponse, event: Event) -> WebSocket:
-        """The session object for an accepted handshake, registered as open."""
-        counters = self._counters
-        if counters is None:
-            ws = WebSocket(response, event, self)
-        else:
-            counters.accepted += 1
-            ws = MeteredWebSocket(response, event, self, counters)
-        self._sessions.add(ws)
-        return ws
-
     @property
     def closing(self) -> bool:
         """Whether the application is shutting down (new sessions are refused)."""
         return self._closing
 
-    def admit(self, request: web.BaseRequest) -> None:
-        """Refuse a new session while shutting down or at ``max_sessions``.
+    def _refuse_admission(self, request: web.BaseRequest) -> NoReturn:
+        """Refuse a new session: shutting down, or at ``max_sessions``.
 
         Raises:
             HTTPError: 503, with ``Retry-After`` at the cap.
@@ -519,18 +506,17 @@ class SessionRegistry:
                 "WebSocket handshake refused (shutting down): %s", describe_request(request)
             )
             raise HTTPError(503, body="Server is shutting down.")
-        if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
-            logger.warning(
-                "WebSocket handshake refused (%d sessions open, max_sessions=%d): %s",
-                len(self._sessions),
-                self.max_sessions,
-                describe_request(request),
-            )
-            raise HTTPError(
-                503,
-                body="Too many WebSocket sessions; try again later.",
-                headers={"Retry-After": "1"},
-            )
+        logger.warning(
+            "WebSocket handshake refused (%d sessions open, max_sessions=%s): %s",
+            len(self._sessions),
+            self.max_sessions,
+            describe_request(request),
+        )
+        raise HTTPError(
+            503,
+            body="Too many WebSocket sessions; try again later.",
+            headers={"Retry-After": "1"},
+        )
 
     def end(self, ws: WebSocket) -> None:
         """Forget a finished session: membership, and every topic it subscribed to."""
@@ -587,15 +573,18 @@ class SessionRegistry:
                 f"{describe_request(request)}: the route returned an upgrade made for "
                 "another request; return event.ws.upgrade() of this event"
             )
+        # The checks of the common case written out: this runs once per session.
+        if self._closing or (
+            self.max_sessions is not None and len(self._sessions) >= self.max_sessions
+        ):
+            self.refuse(503)
+            self._refuse_admission(request)
+        transport = request.transport
+        if transport is None:  # the client left after the route returned
+            logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
+            return web.Response(status=499, reason="Client Closed Request")
         try:
-            self.admit(request)
-        except HTTPError as refusal:
-            self.refuse(refusal.status)
-            raise
-        try:
-            # Around prepare(): aiohttp parses the bytes that came with the handshake in it.
-            with require_masked_frames(request, response):
-                await response.prepare(request)
+            await prepare_checked(request, response, transport)
         except (web.HTTPException, ValueError) as refused:
             # aiohttp's own handshake checks: missing or bad key (a key with
             # non-ASCII characters makes it raise ValueError instead of its 400).
@@ -609,7 +598,13 @@ class SessionRegistry:
             logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
             return web.Response(status=499, reason="Client Closed Request")
 
-        ws = self.open(response, event)
+        counters = self._counters
+        if counters is None:
+            ws = WebSocket(response, event, self, transport)
+        else:
+            counters.accepted += 1
+            ws = MeteredWebSocket(response, event, self, transport, counters)
+        self._sessions.add(ws)
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
             logger.debug("WebSocket session opened: %s", ws)
@@ -621,7 +616,7 @@ class SessionRegistry:
         except Exception as exc:
             await _fail(ws, exc)
         else:
-            if not ws.closed:
+            if not response.closed:
                 await ws.close()
         self.end(ws)
         if debug:
