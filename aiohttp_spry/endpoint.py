@@ -53,13 +53,14 @@ class Route:
     #: Where it was declared, for error messages: a route file, or the handler's name.
     source: str = ""
 
+    #: What its WebSocket carries, for :mod:`~aiohttp_spry.asyncapi` (``None``: not declared).
+    channel: ChannelSpec | None = None
+
     @property
     def request_methods(self) -> frozenset[str]:
         """The request methods that can reach it: a GET route answers HEAD too."""
         methods = frozenset(self.methods)
         return methods | {"HEAD"} if "GET" in methods else methods
-    #: What its WebSocket carries, for :mod:`~aiohttp_spry.asyncapi` (``None``: not declared).
-    channel: ChannelSpec | None = None
 
 
 class RouteEndpoint:

@@ -73,9 +73,7 @@ def record_gc(path: Path) -> None:
     atexit.register(lambda: path.write_text(json.dumps(stats)))
 
 
-def run_aiohttp(
-    app: web.Application, port: int, loop: str = "asyncio", host: str = HOST
-) -> None:
+def run_aiohttp(app: web.Application, port: int, loop: str = "asyncio", host: str = HOST) -> None:
     """``web.run_app`` on asyncio's own loop, or on ``uvloop``."""
     event_loop = None
     if loop == "uvloop":

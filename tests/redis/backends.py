@@ -151,4 +151,3 @@ class Cluster:
     def restart(self) -> None:
         while self._killed:
             self.cluster.restart(self._killed.pop())
-
