@@ -27,16 +27,18 @@ LABELS = {
     "starlette": "Starlette on uvicorn",
     "websockets": "websockets (asyncio server)",
 }
-FIGURES = {  # figure: (title, unit, name in the targets, minimum spry/raw)
-    "echo_text_32": ("Echo, 32-byte text messages", "msg/s", "echo msg/s, 32 B text", 0.97),
-    "echo_binary_4096": ("Echo, 4 KiB binary messages", "msg/s", "echo msg/s, 4 KiB binary", 0.97),
+# figure: (title, unit, name in the targets, minimum spry/raw); the minimums are
+# issue 10's ("A house others copy"), which raised echo to 0.99 and HTTP to 0.97.
+FIGURES = {
+    "echo_text_32": ("Echo, 32-byte text messages", "msg/s", "echo msg/s, 32 B text", 0.99),
+    "echo_binary_4096": ("Echo, 4 KiB binary messages", "msg/s", "echo msg/s, 4 KiB binary", 0.99),
     "handshakes": (
         "Full WebSocket lifecycles (upgrade + close handshake + TCP close)",
         "conn/s",
         "handshakes/s",
         0.95,
     ),
-    "http": ("HTTP GET /hello (wrk)", "req/s", "HTTP req/s through `@spry.route`", 0.95),
+    "http": ("HTTP GET /hello (wrk)", "req/s", "HTTP req/s through `@spry.route`", 0.97),
 }
 MEMORY_LIMIT = 1024.0  # spry may use at most this many bytes per idle session more than raw
 
