@@ -41,7 +41,9 @@ def serve(check: str, port: int) -> None:
     if check == "off":
         from aiohttp_spry.websocket import session
 
-        async def no_check(request: web.Request, response: web.WebSocketResponse) -> None:
+        async def no_check(
+            request: web.Request, response: web.WebSocketResponse, transport: object
+        ) -> None:
             await response.prepare(request)
 
         # Only in this benchmark's own server process: the same server, no check.
