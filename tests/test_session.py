@@ -26,7 +26,7 @@ from aiohttp_spry import (
 from .conftest import ClientFactory, RunAppFactory, spry_records
 from .support.polling import eventually
 from .support.rawws import RawWebSocket
-from .support.wire import close_payload
+from .support.wire import TEXT, close_payload
 
 Client = TestClient[web.Request, web.Application]
 Session = Callable[[WebSocket], Awaitable[None]]
@@ -369,3 +369,55 @@ async def test_finished_sessions_are_freed_without_the_cyclic_gc(serve: ClientFa
         assert alive == []
     finally:
         gc.enable()
+
+
+async def test_a_client_that_leaves_before_the_101_gets_no_session_and_no_error(
+    serve_like_run_app: RunAppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The route has returned its upgrade; a middleware still works on it (say, an
+    # auth lookup) while the client gives up. The session must never run, nothing is
+    # logged above DEBUG, and the next client is served as usual.
+    arrived, left = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def session(ws: WebSocket) -> None:
+        ran.append("session")
+        await echo(ws)
+
+    async def slow_after_the_route(event: Event, next: Callable[[], Any]) -> Any:
+        result = await next()
+        if event.request.headers.get("X-Leave") == "1":
+            arrived.set()
+            await left.wait()
+            await eventually(lambda: event.request.transport is None, what="the connection gone")
+        return result
+
+    spry = Spry()
+    spry.use(slow_after_the_route)
+    spry.route("/ws")(lambda event: event.ws.upgrade(session))
+    running = await serve_like_run_app(spry)
+    caplog.set_level(logging.DEBUG, logger="aiohttp_spry")
+
+    leaving = await RawWebSocket.connect("127.0.0.1", running.port)
+    await leaving.send(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"X-Leave: 1\r\n\r\n"
+    )
+    await asyncio.wait_for(arrived.wait(), 5)
+    leaving.writer.transport.abort()
+    left.set()
+    await eventually(
+        lambda: any("peer left during the handshake" in r.getMessage() for r in caplog.records),
+        what="the DEBUG line for the client that left",
+    )
+    assert ran == []
+    assert Spry.sessions(running.app) == ()
+    spry_lines = [r for r in caplog.records if r.name.startswith("aiohttp_spry")]
+    assert [r.getMessage() for r in spry_lines if r.levelno > logging.DEBUG] == []
+
+    staying = await RawWebSocket.connect("127.0.0.1", running.port)
+    assert (await staying.request("/ws")).status == 101
+    await staying.send_frame(TEXT, b"still serving")
+    assert (await staying.read_frame()).payload == b"Echo: still serving"
+    assert ran == ["session"]
