@@ -2,12 +2,14 @@
 
 The flow of one request: aiohttp's router → :class:`RouteEndpoint` → an
 :class:`~aiohttp_spry.Event` → the middleware chain → the route handler → its
-return value, turned into a response; an upgrade outcome runs the WebSocket
-session (:meth:`~aiohttp_spry.websocket.session.SessionRegistry.run`) instead.
+return value, turned into a response; for an upgrade, the registry opens the
+session (:meth:`~aiohttp_spry.websocket.session.SessionRegistry.start`), its
+handler runs, and the registry closes it (``finish``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -31,7 +33,7 @@ from .responses import internal_error_response, to_response
 from .scanner import path_shape
 from .settings import WebSocketSettings
 from .websocket.handshake import UpgradeResponse
-from .websocket.session import SessionRegistry
+from .websocket.session import SessionRegistry, WebSocket
 
 #: A Spry route handler: sync or async, takes the :class:`Event`.
 Handler = Callable[[Event], Any]
@@ -91,6 +93,8 @@ class RouteEndpoint:
         if chain is None:
             chain = self._compile()
         event = Event(request, self._settings)
+        upgrade: UpgradeResponse | None = None
+        ws: WebSocket | None = None
         try:
             if chain:
                 result = await run_chain(chain, event, lambda: self._call_handler(event))
@@ -99,15 +103,35 @@ class RouteEndpoint:
             else:
                 result = await self._call_handler(event)
             if type(result) is UpgradeResponse:  # exact: cheaper than an ABC check
-                return await self._sessions.run(result, event)
-            response = to_response(result)
+                opened = await self._sessions.start(result, event)
+                if not isinstance(opened, WebSocket):
+                    return opened  # the client left before the 101
+                upgrade, ws = result, opened
+            else:
+                response = to_response(result)
         except web.HTTPException:
             raise
         except Exception as error:
             return await handle_error(error, event, self._error_handlers, debug=self._debug)
-        if event.upgraded:
-            return self._upgrade_not_returned(event, response)
-        return response
+        if upgrade is None or ws is None:
+            if event.upgraded:
+                return self._upgrade_not_returned(event, response)
+            return response
+        # The session runs here, between the registry's start() and finish(): in a
+        # coroutine of its own it would hold ~300 bytes more while it is open.
+        try:
+            await upgrade.session(ws)
+        except asyncio.CancelledError:
+            self._sessions.end(ws)
+            raise
+        except Exception as failure:
+            await self._sessions.finish(ws, failure)
+        else:
+            if ws.closed:  # the usual end: the peer closed and was answered
+                self._sessions.end(ws)
+            else:
+                await self._sessions.finish(ws)
+        return upgrade
 
     __call__ = handle
 

@@ -1,9 +1,10 @@
 """The session side of a WebSocket: ``WebSocket``, running a session, and the registry.
 
-Once a route returns ``event.ws.upgrade(session)``, :meth:`SessionRegistry.run`
-finishes the handshake, runs ``session(ws)`` with a :class:`WebSocket` and owns
-the close; :class:`SessionRegistry` knows every open session of an application
-and closes them with 1001 at shutdown. Messages arrive as the value classes of
+Once a route returns ``event.ws.upgrade(session)``, :meth:`SessionRegistry.start`
+finishes the handshake and opens a :class:`WebSocket`, the route's endpoint runs
+``session(ws)``, and :meth:`SessionRegistry.finish` owns the close;
+:class:`SessionRegistry` knows every open session of an application and closes
+them with 1001 at shutdown. Messages arrive as the value classes of
 :mod:`.messages`::
 
     async def session(ws: WebSocket) -> None:
@@ -524,6 +525,8 @@ class SessionRegistry:
         self._fanout.drop(ws)
         if self._counters is not None:
             self._counters.close(ws.close_code)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
 
     def refuse(self, status: int) -> None:
         """Count a handshake refused after the route returned (503, aiohttp's 400)."""
@@ -557,14 +560,22 @@ class SessionRegistry:
                 task.cancel()
             await asyncio.wait(pending)
 
-    async def run(self, response: UpgradeResponse, event: Event) -> web.StreamResponse:
-        """Finish the handshake and run the session to its end (the route's endpoint calls it).
+    async def start(
+        self, response: UpgradeResponse, event: Event
+    ) -> WebSocket | web.StreamResponse:
+        """Finish the handshake: the session's :class:`WebSocket`, registered as open,
+        or the response for a client that left before the 101.
+
+        The route's endpoint then runs ``response.session(ws)``; when it raises
+        or returns with the session open, it calls :meth:`finish`, else (closed,
+        or cancelled) :meth:`end`. (The handler runs in the endpoint's
+        coroutine: one of its own here would hold about 300 bytes more for as
+        long as the session is open.)
 
         Raises:
-            HTTPError: before the handshake completes only (503 while shutting
-                down or at ``max_sessions``, 400 for a handshake aiohttp refuses),
-                so route error handlers can still shape it. Nothing raised by the
-                session escapes.
+            HTTPError: 503 while shutting down or at ``max_sessions``, 400 for a
+                handshake aiohttp refuses; nothing has been sent, so route
+                error handlers can still shape it.
             RuntimeError: the upgrade was made for another request.
         """
         request = event.request
@@ -581,8 +592,7 @@ class SessionRegistry:
             self._refuse_admission(request)
         transport = request.transport
         if transport is None:  # the client left after the route returned
-            logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
-            return web.Response(status=499, reason="Client Closed Request")
+            return _client_left(request)
         try:
             await prepare_checked(request, response, transport)
         except (web.HTTPException, ValueError) as refused:
@@ -595,9 +605,7 @@ class SessionRegistry:
         except ConnectionResetError:
             # The client left before the 101 went out: nobody to answer. aiohttp
             # notices the closed connection and sends nothing for this response.
-            logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
-            return web.Response(status=499, reason="Client Closed Request")
-
+            return _client_left(request)
         counters = self._counters
         if counters is None:
             ws = WebSocket(response, event, self, transport)
@@ -605,23 +613,30 @@ class SessionRegistry:
             counters.accepted += 1
             ws = MeteredWebSocket(response, event, self, transport, counters)
         self._sessions.add(ws)
-        debug = logger.isEnabledFor(logging.DEBUG)
-        if debug:
+        if logger.isEnabledFor(logging.DEBUG):
             logger.debug("WebSocket session opened: %s", ws)
+        return ws
+
+    async def finish(self, ws: WebSocket, error: Exception | None = None) -> None:
+        """The session handler returned, or raised ``error``: close the session (1000 if
+        the handler left it open; 1011 for an error, which is logged) and forget it.
+
+        A send to a peer that had already left is no error; neither is
+        :class:`PeerNotReadingError` (logged where it happened).
+        """
         try:
-            await response.session(ws)
-        except asyncio.CancelledError:
-            self.end(ws)
-            raise
-        except Exception as exc:
-            await _fail(ws, exc)
-        else:
-            if not response.closed:
+            if error is not None:
+                await _fail(ws, error)
+            elif not ws.closed:
                 await ws.close()
-        self.end(ws)
-        if debug:
-            logger.debug("WebSocket session ended with %s: %s", ws.close_code, ws)
-        return response
+        finally:
+            self.end(ws)
+
+
+def _client_left(request: web.BaseRequest) -> web.Response:
+    """The response for a client that left before the 101: aiohttp sends nothing of it."""
+    logger.debug("WebSocket peer left during the handshake: %s", describe_request(request))
+    return web.Response(status=499, reason="Client Closed Request")
 
 
 #: The application's live WebSocket sessions.
