@@ -271,16 +271,22 @@ def echo_load(
 
 
 def hold_idle(
-    port: int, count: int, settle: float, measure: Callable[[], int]
-) -> tuple[int, Result]:
+    port: int, count: int, settle: float, measure: Callable[[], int], *, first: int = 0
+) -> tuple[list[int], Result]:
     """Open ``count`` WebSockets one by one, echo one 32-byte text message on each, leave
-    them idle; ``measure()`` after ``settle`` seconds, then close them all."""
+    them idle; ``measure()`` after ``settle`` seconds, then close them all. With ``first``,
+    ``measure()`` also once that many are open (after ``settle`` too): the readings come
+    back in that order."""
     payload = Payload.text(32, 1)
     totals = Totals()
     socks: list[socket.socket] = []
+    readings: list[int] = []
     t0 = time.perf_counter()
     try:
-        for _ in range(count):
+        for n in range(count):
+            if first and n == first:
+                time.sleep(settle)
+                readings.append(measure())
             sock = open_quiet(port, ECHO_PATH)
             socks.append(sock)
             sock.setblocking(True)
@@ -296,13 +302,13 @@ def hold_idle(
                 totals.error(f"idle echo {reply!r} is not the one frame expected")
         opened = time.perf_counter() - t0
         time.sleep(settle)
-        measured = measure()
+        readings.append(measure())
     except BaseException:
         for sock in socks:
             sock.close()
         raise
     close_all(socks, totals)
-    return measured, Result(len(socks), opened, 0.0, 0.0, totals)
+    return readings, Result(len(socks), opened, 0.0, 0.0, totals)
 
 
 def handshake_load(

@@ -107,7 +107,8 @@ def render(data: dict[str, Any]) -> str:
     w += [
         f"- Method: {c.rounds} rounds of fresh server processes, every figure on every server in "
         f"turn (A/B/B/A), {c.warmup:g} s warm-up then a {c.duration:g} s window; idle memory: "
-        f"{c.memory_rounds} round(s), {c.idle_sessions} sessions. Figures: median (min–max) over "
+        f"{c.memory_rounds} round(s), {c.idle_sessions} sessions, the RSS growth over the last "
+        f"{c.idle_sessions - c.idle_sessions // 2} of them. Figures: median (min–max) over "
         "rounds; ratios taken per round against raw aiohttp in the same round.",
         f"- Load: echo on {c.echo_connections} connections × {c.echo_window} messages in flight, "
         f"every {c.sample_every}th read decoded; handshakes from {c.handshake_concurrency} "
@@ -208,11 +209,12 @@ def render(data: dict[str, Any]) -> str:
                     f"{LABELS[k]} | {median(values):,.0f} | {span(values, ',.0f')} "
                     f"| {fmt(median(fig.ratio(k)))} | {cell(diffs, '+,.0f')} "
                     f"| {last['rss_before'] / 2**20:.1f} MiB → {last['rss_after'] / 2**20:.1f} MiB "
-                    f"({last['sessions']} sessions)"
+                    f"({last['sessions']} sessions counted)"
                 )
         header = "server | bytes/session median | min–max | ratio to raw | minus raw (bytes) "
         w.append("## Server RSS per idle open WebSocket\n")
-        w.append(table(header + "| RSS before → with sessions (last round)", rows))
+        rss = "| RSS at the first counted session → at the last (last round)"
+        w.append(table(header + rss, rows))
     w.append("## Is the client the bottleneck?\n")
     w.append(
         "CPU use during each window as a share of one core (median over rounds): the client "
