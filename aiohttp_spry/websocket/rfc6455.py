@@ -71,8 +71,7 @@ def reply_code(received: int) -> int:
     >>> reply_code(1001), reply_code(2999)
     (1001, 1000)
     """
-    # is_sendable() written out: this runs once per session.
-    return received if received in _SENDABLE or 3000 <= received <= 4999 else int(CloseCode.OK)
+    return received if is_sendable(received) else int(CloseCode.OK)
 
 
 def parse_protocols(header_values: Iterable[str]) -> tuple[str, ...]:
